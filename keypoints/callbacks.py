@@ -1,0 +1,54 @@
+"""Callbacks: the tutorial's EarlyStopping, which hands back the best weights, and the run history."""
+from __future__ import annotations
+
+import copy
+
+import pytorch_lightning as pl
+
+
+class EarlyStopping(pl.callbacks.EarlyStopping):
+    """Lightning's early stopping that, when training ends, leaves the model at its best epoch."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.best_weights, self.best_epoch, self._seen_best = None, None, None
+
+    def _run_early_stopping_check(self, trainer):
+        super()._run_early_stopping_check(trainer)  # Lightning calls this once per epoch when fitting
+        if self.best_score.item() != self._seen_best:
+            self._seen_best = self.best_score.item()
+            self.best_epoch = trainer.current_epoch
+            self.best_weights = {k: v.detach().clone() for k, v in trainer.lightning_module.state_dict().items()}
+
+    def on_fit_end(self, trainer, pl_module):
+        if self.best_weights is not None:
+            pl_module.load_state_dict(self.best_weights)
+
+    def state_dict(self):
+        return {**super().state_dict(), "best_epoch": self.best_epoch, "best_weights": self.best_weights}
+
+    def load_state_dict(self, state_dict):
+        state = copy.copy(state_dict)
+        self.best_epoch, self.best_weights = state.pop("best_epoch", None), state.pop("best_weights", None)
+        super().load_state_dict(state)
+        self._seen_best = self.best_score.item()
+
+
+class History(pl.Callback):
+    """Per-epoch train loss, valid loss and valid RMSE, for metrics.json and learning-curve plots."""
+
+    KEYS = ("train_loss", "valid_loss", "valid_rmse_px")
+
+    def __init__(self):
+        self.epochs: list[dict] = []
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        metrics = trainer.callback_metrics
+        self.epochs.append({"epoch": trainer.current_epoch,
+                            **{k: float(metrics[k]) for k in self.KEYS if k in metrics}})
+
+    def state_dict(self):
+        return {"epochs": self.epochs}
+
+    def load_state_dict(self, state_dict):
+        self.epochs = list(state_dict["epochs"])

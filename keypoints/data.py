@@ -1,0 +1,209 @@
+"""Kaggle data: read and check the CSVs, parse pixels fast, cache them, select rows, split, serve batches.
+
+The tutorial's `load`: pixels -> float32 in [0, 1] shaped (N, 1, 96, 96), targets -> (y - 48) / 48.
+Missing targets stay NaN until row selection: `drop_incomplete` keeps the tutorial's dropna,
+otherwise rows keep whatever keypoints they have and a presence mask travels with the targets.
+"""
+from __future__ import annotations
+
+import difflib
+import hashlib
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from keypoints.columns import IMAGE_SIZE
+
+PIXELS = IMAGE_SIZE * IMAGE_SIZE
+HALF = IMAGE_SIZE / 2
+CACHE_VERSION = 1
+KAGGLE = "it comes from Kaggle's facial-keypoints-detection competition"
+
+
+class DataError(ValueError):
+    """A problem with the user's data files: the message names the file and what was expected."""
+
+
+def find_file(directory: str | Path, name: str) -> Path:
+    """`name` in `directory`, plain or compressed as Kaggle ships it."""
+    for candidate in (name, f"{name}.gz", f"{name}.zip"):
+        path = Path(directory) / candidate
+        if path.is_file():
+            return path
+    raise DataError(f"{Path(directory) / name}: file not found (nor .gz/.zip); {KAGGLE}")
+
+
+def parse_pixels(images: pd.Series, source: str) -> np.ndarray:
+    """Space-separated 0-255 strings -> uint8 (N, 96, 96), vectorised over the whole column."""
+    if images.isna().any():
+        raise DataError(f"{source}: line {_line(images.isna().to_numpy().argmax())}: Image is empty")
+    strings = images.tolist()
+    row_start = np.cumsum([0] + [len(s) + 1 for s in strings[:-1]])
+    buf = np.frombuffer(" ".join(strings).encode("ascii", "replace"), np.uint8)
+    digit = buf - np.uint8(48)  # wraps around for non-digits, so `digit < 10` tests for digits
+    is_digit = digit < 10
+    # A token begins where a digit follows a non-digit; its row comes from where it begins.
+    starts = np.flatnonzero(is_digit & ~np.concatenate([[False], is_digit[:-1]]))
+    ends = np.flatnonzero(is_digit & ~np.concatenate([is_digit[1:], [False]]))
+    bad = np.flatnonzero(~is_digit & ~np.isin(buf, (9, 32)))
+    counts = np.diff(np.searchsorted(starts, np.append(row_start, len(buf))))
+    lengths = ends - starts + 1
+    if bad.size or lengths.max(initial=1) > 3:
+        pos = bad[0] if bad.size else starts[lengths.argmax()]
+        row = np.searchsorted(row_start, pos, "right") - 1
+        token = strings[row][pos - row_start[row]:].split(" ", 1)[0][:20]
+        raise DataError(f"{source}: line {_line(row)}: pixel {token!r} is not an integer 0-255")
+    if (counts != PIXELS).any():
+        row = np.flatnonzero(counts != PIXELS)[0]
+        raise DataError(f"{source}: line {_line(row)}: Image has {counts[row]} pixels, expected {PIXELS}")
+    values = digit[starts].astype(np.int32)
+    for j in (1, 2):
+        longer = lengths > j
+        values[longer] = values[longer] * 10 + digit[starts[longer] + j]
+    if values.max(initial=0) > 255:
+        row = np.searchsorted(row_start, starts[values.argmax()], "right") - 1
+        raise DataError(f"{source}: line {_line(row)}: pixel {values.max()} is not an integer 0-255")
+    return values.astype(np.uint8).reshape(-1, IMAGE_SIZE, IMAGE_SIZE)
+
+
+def _line(row: int) -> int:
+    """The file line of data row `row` (0-based), counting the header as line 1."""
+    return int(row) + 2
+
+
+def read_csv(path: Path, cache_dir: str | Path | None) -> tuple[pd.DataFrame, np.ndarray]:
+    """A Kaggle CSV as (its non-Image columns, its images), parsed once and then read from a cache.
+
+    The cache key holds the source's path, size and modification time, so an edited file is parsed
+    again; an unreadable cache file is rebuilt rather than trusted.
+    """
+    cache = None
+    if cache_dir is not None:
+        stat = path.resolve().stat()
+        key = f"{CACHE_VERSION}:{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}"
+        cache = Path(cache_dir) / f"{path.name}-{hashlib.sha1(key.encode()).hexdigest()[:16]}.npz"
+        try:
+            with np.load(cache, allow_pickle=False) as z:
+                return pd.DataFrame(z["values"], columns=z["columns"]), z["images"]
+        except (OSError, ValueError, KeyError, EOFError):
+            pass  # missing, truncated or corrupt: parse the source again
+    try:
+        frame = pd.read_csv(path)
+    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as e:
+        raise DataError(f"{path}: not a readable CSV ({str(e).splitlines()[0]})") from None
+    if "Image" not in frame.columns:
+        raise DataError(f"{path}: no 'Image' column; expected Kaggle's format ({KAGGLE})")
+    if frame.empty:
+        raise DataError(f"{path}: no data rows")
+    images = parse_pixels(frame.pop("Image"), str(path))
+    for column in frame.columns:
+        if frame[column].dtype == object:
+            numeric = pd.to_numeric(frame[column], errors="coerce")
+            row = np.flatnonzero(numeric.isna() & frame[column].notna())[0]
+            raise DataError(f"{path}: line {_line(row)}: {column} = {frame[column].iloc[row]!r} is not a number")
+    if cache is not None:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache.with_suffix(f".{os.getpid()}.tmp.npz")
+        np.savez(tmp, values=frame.to_numpy(np.float64), columns=np.array(frame.columns), images=images)
+        os.replace(tmp, cache)
+    return frame, images
+
+
+def select(frame: pd.DataFrame, columns: list[str], source: Path, drop_incomplete: bool) -> np.ndarray:
+    """Row indices to train on: rows with every selected column (the tutorial) or with any of them."""
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        near = difflib.get_close_matches(missing[0], frame.columns, n=1)
+        hint = f"; did you mean {near[0]!r}?" if near else f"; it has {list(frame.columns)}"
+        raise DataError(f"{source}: no column {missing[0]!r}{hint}")
+    values = frame[columns].to_numpy(np.float64)
+    outside = (values < 0) | (values > IMAGE_SIZE)
+    if outside.any():
+        row, col = np.argwhere(outside)[0]
+        raise DataError(f"{source}: line {_line(row)}: {columns[col]} = {values[row, col]} is outside [0, {IMAGE_SIZE}]")
+    present = ~np.isnan(values)
+    keep = present.all(axis=1) if drop_incomplete else present.any(axis=1)
+    if not keep.any():
+        rule = "all" if drop_incomplete else "any"
+        raise DataError(f"{source}: no row has {rule} of the columns {columns}")
+    return np.flatnonzero(keep)
+
+
+def to_tensors(images: np.ndarray, targets: np.ndarray | None = None):
+    """Scaled tensors: x in [0, 1] as (N, 1, 96, 96); y = (px - 48) / 48 with NaN -> 0 and its mask."""
+    x = torch.from_numpy(images).unsqueeze(1).float().div_(255)
+    if targets is None:
+        return x
+    mask = ~np.isnan(targets)
+    y = torch.from_numpy(np.where(mask, (targets - HALF) / HALF, 0).astype(np.float32))
+    return x, y, torch.from_numpy(mask.astype(np.float32))
+
+
+class TensorBatches(Dataset):
+    """Tensors served by slicing whole batches (`__getitems__`), not by collating single samples."""
+
+    def __init__(self, *tensors: torch.Tensor):
+        self.tensors = tensors
+
+    def __len__(self) -> int:
+        return len(self.tensors[0])
+
+    def __getitem__(self, index):
+        return tuple(t[index] for t in self.tensors)
+
+    def __getitems__(self, indices: list[int]):
+        return self[torch.as_tensor(indices)]
+
+
+def as_is(batch):
+    """The collate function for batches that are already tensors."""
+    return batch
+
+
+class KeypointsDataModule(pl.LightningDataModule):
+    """Kaggle training data for the selected columns, split 80/20 with a seeded permutation."""
+
+    def __init__(self, dir: str, columns: list[str], drop_incomplete: bool, batch_size: int,
+                 valid_fraction: float, split_seed: int, cache_dir: str | None = None,
+                 generate: dict | None = None):
+        super().__init__()
+        self.dir, self.columns, self.drop_incomplete = Path(dir), list(columns), drop_incomplete
+        self.batch_size, self.valid_fraction, self.split_seed = batch_size, valid_fraction, split_seed
+        self.cache_dir, self.generate = cache_dir, generate
+
+    def prepare_data(self):
+        if self.generate is not None and not (self.dir / "training.csv").is_file():
+            from keypoints import synthetic
+            synthetic.generate(self.dir, **self.generate)
+
+    def setup(self, stage: str | None = None):
+        if hasattr(self, "train_set"):
+            return
+        self.prepare_data()  # idempotent; covers use without a Trainer
+        path = find_file(self.dir, "training.csv")
+        frame, images = read_csv(path, self.cache_dir)
+        rows = select(frame, self.columns, path, self.drop_incomplete)
+        # The split is drawn over all rows of the file, before selection, so every specialist
+        # validates on a subset of the same held-out rows and never on rows its base net trained on.
+        order = np.random.default_rng(self.split_seed).permutation(len(frame))
+        held_out = np.zeros(len(frame), bool)
+        held_out[order[:int(round(len(frame) * self.valid_fraction))]] = True
+        train_rows, valid_rows = rows[~held_out[rows]], rows[held_out[rows]]
+        if not len(train_rows) or not len(valid_rows):
+            raise DataError(f"{path}: {len(rows)} usable rows cannot be split {1 - self.valid_fraction:.0%}/{self.valid_fraction:.0%}")
+        targets = frame[self.columns].to_numpy(np.float64)
+        device = self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
+        # On a GPU the whole set sits on the device: batches are sliced there, never copied per step.
+        split = lambda idx: TensorBatches(*(t.to(device) for t in to_tensors(images[idx], targets[idx])))
+        self.train_set, self.valid_set = split(train_rows), split(valid_rows)
+
+    def train_dataloader(self):
+        return DataLoader(self.train_set, self.batch_size, shuffle=True, collate_fn=as_is)
+
+    def val_dataloader(self):
+        return DataLoader(self.valid_set, self.batch_size, collate_fn=as_is)

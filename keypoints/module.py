@@ -1,0 +1,58 @@
+"""The LightningModule: the tutorial's NeuralNet(...) — loss, metrics in pixels, optimiser."""
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import pytorch_lightning as pl
+import torch
+from torch import nn
+from torchmetrics import MeanMetric
+
+from keypoints.data import HALF
+
+
+def masked_mse(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean squared error over the present targets; plain MSE when nothing is missing."""
+    return ((pred.float() - target) ** 2 * mask).sum() / mask.sum().clamp(min=1)
+
+
+class KeypointsModule(pl.LightningModule):
+    def __init__(self, net: nn.Module, optimizer: Callable, scheduler: dict | None = None,
+                 augment: Sequence[Callable] = (), channels_last: bool = False):
+        super().__init__()
+        self.net, self.optimizer, self.scheduler, self.augment = net, optimizer, scheduler, list(augment)
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        self.net.to(memory_format=self.memory_format)
+        self.valid_mse = MeanMetric()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x.contiguous(memory_format=self.memory_format))
+
+    def training_step(self, batch, batch_idx):
+        x, y, mask = batch
+        for transform in self.augment:
+            x, y, mask = transform(x, y, mask)
+        loss = masked_mse(self(x), y, mask)
+        self.log("train_loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(x))
+        return loss
+
+    def validation_step(self, batch, batch_idx):
+        x, y, mask = batch
+        self.valid_mse.update(masked_mse(self(x), y, mask), weight=mask.sum())
+
+    def on_validation_epoch_end(self):
+        mse = self.valid_mse.compute()
+        self.valid_mse.reset()
+        self.log("valid_loss", mse, prog_bar=False)
+        self.log("valid_rmse_px", mse.sqrt() * HALF, prog_bar=True)
+
+    def predict_step(self, batch, batch_idx):
+        return self(batch[0]).float()
+
+    def configure_optimizers(self):
+        optimizer = self.optimizer(self.parameters())
+        if self.scheduler is None:
+            return optimizer
+        scheduler = dict(self.scheduler)
+        scheduler["scheduler"] = scheduler["scheduler"](optimizer)
+        return {"optimizer": optimizer, "lr_scheduler": scheduler}

@@ -1,0 +1,37 @@
+"""The tutorial's nets: net1's one-hidden-layer MLP and the CNN of net2...net7."""
+from __future__ import annotations
+
+from torch import nn
+
+from keypoints.columns import IMAGE_SIZE
+
+
+def mlp(n_outputs: int, hidden: int) -> nn.Sequential:
+    """net1: 9216 -> hidden -> n_outputs."""
+    return nn.Sequential(nn.Flatten(), nn.Linear(IMAGE_SIZE * IMAGE_SIZE, hidden), nn.ReLU(),
+                         nn.Linear(hidden, n_outputs))
+
+
+def cnn(n_outputs: int, channels: list[int], kernels: list[int], hidden: int,
+        dropout: list[float]) -> nn.Sequential:
+    """net2: (conv -> 2x2 max-pool -> dropout) per stage, then two dense layers -> n_outputs.
+
+    `dropout` holds one rate per stage and one per dense layer (net6: 0.1, 0.2, 0.3, 0.5, 0).
+    """
+    if len(dropout) != len(channels) + 2:
+        raise ValueError(f"net.dropout: expected {len(channels) + 2} rates (one per conv stage and "
+                         f"dense layer), got {len(dropout)}")
+    layers, in_channels, size = [], 1, IMAGE_SIZE
+    for out_channels, kernel, p in zip(channels, kernels, dropout):
+        layers += [nn.Conv2d(in_channels, out_channels, kernel), nn.ReLU(), nn.MaxPool2d(2), nn.Dropout(p)]
+        in_channels, size = out_channels, (size - kernel + 1) // 2
+    layers += [nn.Flatten(), nn.Linear(in_channels * size * size, hidden), nn.ReLU(), nn.Dropout(dropout[-2]),
+               nn.Linear(hidden, hidden), nn.ReLU(), nn.Dropout(dropout[-1]), nn.Linear(hidden, n_outputs)]
+    return nn.Sequential(*layers)
+
+
+def output_layer(net: nn.Module) -> str:
+    """The name prefix of the net's last Linear layer: the one whose size follows the columns."""
+    return [name for name, m in net.named_modules() if isinstance(m, nn.Linear)][-1]
+
+

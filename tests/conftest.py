@@ -1,0 +1,40 @@
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+REALFACES = ROOT.parent / "shared" / "data" / "realfaces"
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory) -> Path:
+    """A small Kaggle-format dataset of synthetic faces (80 training rows, 12 test images)."""
+    from keypoints import synthetic
+    return synthetic.generate(tmp_path_factory.mktemp("tiny"), n_train=80, n_test=12, seed=1)
+
+
+@pytest.fixture
+def realfaces() -> Path:
+    if not (REALFACES / "training.csv.gz").is_file():
+        pytest.skip(f"{REALFACES} is absent")
+    return REALFACES
+
+
+def compose(*overrides: str):
+    """The config `python train.py OVERRIDES` would run, composed by Hydra's API."""
+    from hydra import compose as hydra_compose, initialize_config_dir
+    with initialize_config_dir(version_base="1.3", config_dir=str(ROOT / "conf")):
+        return hydra_compose("config", overrides=list(overrides))
+
+
+def run_train(cwd: Path, *overrides: str, check: bool = True) -> subprocess.CompletedProcess:
+    """`python train.py OVERRIDES` in `cwd`, quietly, as a user runs it."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.run([sys.executable, str(ROOT / "train.py"), "trainer.enable_progress_bar=false", *overrides],
+                          cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"train.py failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    return proc

@@ -1,0 +1,31 @@
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import ROOT, compose
+from keypoints.columns import COLUMNS
+from keypoints.fit import build
+
+EXPERIMENTS = sorted(p.stem for p in (ROOT / "conf" / "experiment").glob("*.yaml"))
+
+
+def test_all_specialist_lists_the_kaggle_columns():
+    assert tuple(compose().specialist.columns) == COLUMNS
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_every_experiment_composes_and_builds(experiment, tmp_path):
+    cfg = compose(f"experiment={experiment}", f"paths.output_dir={tmp_path}", "data.dir=unused")
+    datamodule, module, trainer = build(cfg)
+    out = module(torch.zeros(2, 1, 96, 96))
+    assert out.shape == (2, len(cfg.specialist.columns))
+    assert trainer.max_epochs == cfg.trainer.max_epochs
+
+
+def test_tutorial_steps():
+    net = lambda n: compose(f"experiment=net{n}")
+    assert net(1).net._target_.endswith("mlp") and net(1).trainer.max_epochs == 400
+    assert not net(2).augment and not net(4).augment and "flip" in net(3).augment
+    assert net(4).schedule.scheduler.lr == [0.03, 0.0001] and net(4).schedule.scheduler.epochs == 1000
+    assert list(net(6).net.dropout) == [0.1, 0.2, 0.3, 0.5, 0.0] and net(7).net.hidden == 1000

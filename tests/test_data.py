@@ -1,0 +1,110 @@
+import numpy as np
+import pandas as pd
+import pytest
+
+from keypoints.columns import COLUMNS
+from keypoints.data import DataError, KeypointsDataModule, find_file, parse_pixels, read_csv, select
+
+KW = dict(batch_size=4, valid_fraction=0.25, split_seed=0)
+
+
+def write_training(path, keypoints: list[dict], rng=np.random.default_rng(0)):
+    rows = [{**{c: kp.get(c, np.nan) for c in COLUMNS},
+             "Image": " ".join(map(str, rng.integers(0, 256, 9216)))} for kp in keypoints]
+    pd.DataFrame(rows).to_csv(path, index=False)
+    return path
+
+
+def test_parse_pixels_matches_the_tutorials_parser():
+    rng = np.random.default_rng(1)
+    images = pd.Series([" ".join(map(str, rng.integers(0, 256, 9216))) for _ in range(5)])
+    expected = np.vstack([np.fromstring(s, sep=" ") for s in images]).reshape(-1, 96, 96)
+    got = parse_pixels(images, "x.csv")
+    assert got.dtype == np.uint8 and got.shape == (5, 96, 96)
+    np.testing.assert_array_equal(got, expected)
+
+
+@pytest.mark.parametrize("bad, message", [
+    ("1 2 3", "line 3: Image has 3 pixels, expected 9216"),
+    (" ".join(["7"] * 9215 + ["x1"]), "line 3: pixel 'x1' is not an integer 0-255"),
+    (" ".join(["7"] * 9215 + ["256"]), "line 3: pixel 256 is not an integer 0-255"),
+])
+def test_parse_pixels_names_the_bad_line(bad, message):
+    images = pd.Series([" ".join(["1"] * 9216), bad])
+    with pytest.raises(DataError, match=message):
+        parse_pixels(images, "training.csv")
+
+
+def test_loader_selects_columns_drops_incomplete_rows_and_scales(tmp_path):
+    full = {c: 48.0 for c in COLUMNS} | {"left_eye_center_x": 72.0, "left_eye_center_y": 24.0}
+    eyes_only = {"left_eye_center_x": 96.0, "left_eye_center_y": 0.0, "right_eye_center_x": 30.0, "right_eye_center_y": 40.0}
+    write_training(tmp_path / "training.csv", [full, eyes_only] * 4)
+    frame, images = read_csv(tmp_path / "training.csv", None)
+    assert images.shape == (8, 96, 96) and list(frame.columns) == list(COLUMNS)
+    assert list(select(frame, list(COLUMNS), tmp_path, drop_incomplete=True)) == [0, 2, 4, 6]
+    assert len(select(frame, ["nose_tip_x"], tmp_path, drop_incomplete=False)) == 4
+    assert len(select(frame, ["left_eye_center_x", "nose_tip_x"], tmp_path, drop_incomplete=False)) == 8
+
+    dm = KeypointsDataModule(str(tmp_path), ["left_eye_center_x", "left_eye_center_y", "nose_tip_x"],
+                             drop_incomplete=False, **KW)
+    dm.setup()
+    x, y, mask = dm.train_set[:]
+    assert x.shape[1:] == (1, 96, 96) and x.dtype.is_floating_point and 0 <= x.min() and x.max() <= 1
+    assert len(dm.train_set) + len(dm.valid_set) == 8 and len(dm.valid_set) == 2
+    # (px - 48) / 48: full rows have (72, 24, 48) -> (0.5, -0.5, 0); eyes-only rows miss the nose.
+    for target, present in zip(y.tolist(), mask.tolist()):
+        if present[2]:
+            assert target == [0.5, -0.5, 0.0]
+        else:
+            assert target[:2] == [1.0, -1.0] and present == [1, 1, 0]
+
+
+def test_batches_are_slices(tmp_path):
+    write_training(tmp_path / "training.csv", [{c: 40.0 for c in COLUMNS}] * 10)
+    dm = KeypointsDataModule(str(tmp_path), list(COLUMNS), drop_incomplete=True, **KW)
+    dm.setup()
+    x, y, mask = next(iter(dm.train_dataloader()))
+    assert x.shape == (4, 1, 96, 96) and y.shape == mask.shape == (4, 30)
+
+
+def test_split_is_seeded_and_shared_by_all_column_selections(tmp_path):
+    write_training(tmp_path / "training.csv", [{c: 40.0 for c in COLUMNS}, {"nose_tip_x": 50.0, "nose_tip_y": 50.0}] * 20)
+    def valid(columns, seed=0):
+        dm = KeypointsDataModule(str(tmp_path), columns, drop_incomplete=True, **{**KW, "split_seed": seed})
+        dm.setup()
+        return {tuple(r) for r in dm.valid_set[:][1].tolist()}, dm
+    a, dm_all = valid(list(COLUMNS))
+    assert valid(list(COLUMNS))[0] == a
+    # The nose specialist validates on the base net's validation rows plus nose-only ones, never on its training rows.
+    _, dm_nose = valid(["nose_tip_x", "nose_tip_y"])
+    train_x = dm_all.train_set[:][0]
+    for image in dm_nose.valid_set[:][0]:
+        assert not (train_x == image).flatten(1).all(1).any()
+
+
+def test_cache_makes_the_second_load_identical(tmp_path):
+    path = write_training(tmp_path / "training.csv", [{c: 40.0 for c in COLUMNS}] * 3)
+    first = read_csv(path, tmp_path / "cache")
+    assert len(list((tmp_path / "cache").glob("*.npz"))) == 1
+    second = read_csv(path, tmp_path / "cache")
+    np.testing.assert_array_equal(first[1], second[1])
+    pd.testing.assert_frame_equal(first[0], second[0])
+
+
+def test_missing_file_names_it_and_kaggle(tmp_path):
+    with pytest.raises(DataError, match=r"training\.csv: file not found.*facial-keypoints-detection"):
+        find_file(tmp_path, "training.csv")
+
+
+def test_compressed_files_are_found(tmp_path):
+    write_training(tmp_path / "training.csv.gz", [{c: 40.0 for c in COLUMNS}] * 2)
+    assert find_file(tmp_path, "training.csv").name == "training.csv.gz"
+    assert read_csv(find_file(tmp_path, "training.csv"), None)[1].shape == (2, 96, 96)
+
+
+def test_realfaces_load(realfaces, tmp_path):
+    frame, images = read_csv(find_file(realfaces, "training.csv"), tmp_path)
+    assert images.shape == (2849, 96, 96) and list(frame.columns) == list(COLUMNS)
+    assert len(select(frame, list(COLUMNS), realfaces, drop_incomplete=True)) == 824
+    test, test_images = read_csv(find_file(realfaces, "test.csv"), tmp_path)
+    assert list(test.columns) == ["ImageId"] and test_images.shape == (682, 96, 96)
