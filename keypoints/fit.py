@@ -58,7 +58,8 @@ def fit(cfg: DictConfig) -> dict:
         "wall_time_s": round(time.time() - start, 2),
         "history": history,
     }
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    if trainer.is_global_zero:  # under DDP every rank gets here with the same (synced) metrics
+        (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     return metrics
 
 
