@@ -109,7 +109,7 @@ def read_csv(path: Path, cache_dir: str | Path | None) -> tuple[pd.DataFrame, np
     if cache is not None:
         cache.parent.mkdir(parents=True, exist_ok=True)
         tmp = cache.with_suffix(f".{os.getpid()}.tmp.npz")
-        np.savez(tmp, values=frame.to_numpy(np.float64), columns=np.array(frame.columns), images=images)
+        np.savez(tmp, values=frame.to_numpy(np.float64), columns=np.array(frame.columns, str), images=images)
         os.replace(tmp, cache)
     return frame, images
 
