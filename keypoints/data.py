@@ -50,7 +50,7 @@ def parse_pixels(images: pd.Series, source: str) -> np.ndarray:
     # A token begins where a digit follows a non-digit; its row comes from where it begins.
     starts = np.flatnonzero(is_digit & ~np.concatenate([[False], is_digit[:-1]]))
     ends = np.flatnonzero(is_digit & ~np.concatenate([is_digit[1:], [False]]))
-    bad = np.flatnonzero(~is_digit & ~np.isin(buf, (9, 32)))
+    bad = np.flatnonzero(~is_digit & (buf != 32) & (buf != 9))  # not tab or space (np.isin is 25x slower)
     counts = np.diff(np.searchsorted(starts, np.append(row_start, len(buf))))
     lengths = ends - starts + 1
     if bad.size or lengths.max(initial=1) > 3:
@@ -61,10 +61,10 @@ def parse_pixels(images: pd.Series, source: str) -> np.ndarray:
     if (counts != PIXELS).any():
         row = np.flatnonzero(counts != PIXELS)[0]
         raise DataError(f"{source}: line {_line(row)}: Image has {counts[row]} pixels, expected {PIXELS}")
-    values = digit[starts].astype(np.int32)
-    for j in (1, 2):
-        longer = lengths > j
-        values[longer] = values[longer] * 10 + digit[starts[longer] + j]
+    # Right-aligned digits, read by whole-array gathers at the token's end (no boolean masks): a space
+    # reads as 0 and two leading zeros pad the first token, so only a third digit needs its length.
+    value = np.concatenate([[0, 0], np.where(is_digit, digit, 0)]).astype(np.int16)
+    values = value[ends + 2] + 10 * value[ends + 1] + 100 * (lengths > 2) * value[ends]
     if values.max(initial=0) > 255:
         row = np.searchsorted(row_start, starts[values.argmax()], "right") - 1
         raise DataError(f"{source}: line {_line(row)}: pixel {values.max()} is not an integer 0-255")
