@@ -22,7 +22,7 @@ def main(cfg: DictConfig) -> float:
     with user_errors():
         resume_from = None
         if cfg.resume is not None:
-            cfg, resume_from = resume_point(cfg.resume, HydraConfig.get())
+            cfg, resume_from = resume_point(cfg, HydraConfig.get())
         metrics = fit(cfg, resume_from)
     print(f"valid RMSE: {metrics['valid_rmse_px']:.3f} px (best epoch {metrics['best_epoch']}, "
           f"{metrics['epochs']} epochs, {metrics['wall_time_s']:.0f} s)")

@@ -50,23 +50,27 @@ def user_errors():
         raise UserError(f"error: {str(e).splitlines()[0]}") from None
 
 
-def resume_point(run_dir: str, hydra: DictConfig) -> tuple[DictConfig, Path]:
-    """The saved config of the run in `run_dir`, and its checkpoint of the last finished epoch."""
-    run = Path(run_dir).resolve()
+def resume_point(cfg: DictConfig, hydra: DictConfig) -> tuple[DictConfig, Path]:
+    """For `resume=RUN_DIR`: the run's saved config, with any values the command line sets on top
+    (`trainer.max_epochs=...` to train on), and its checkpoint of the last finished epoch."""
+    run = Path(cfg.resume).resolve()
     if hydra.mode == RunMode.MULTIRUN:
         raise RunError("resume continues one run; drop -m/--multirun")
-    others = [o for o in hydra.overrides.task if not o.startswith("resume=")]
-    if others:
-        raise RunError(f"resume={run_dir} continues the run with its own config.yaml; drop {' '.join(others)}")
     if not (run / "config.yaml").is_file():
         raise RunError(f"{run}: not a run directory (no config.yaml)")
     if (run / "metrics.json").is_file():
         raise RunError(f"{run}: this run has finished (metrics.json is there); nothing to resume")
-    cfg = OmegaConf.load(run / "config.yaml")
-    last = last_checkpoint(cfg)
+    saved = OmegaConf.load(run / "config.yaml")
+    for override in hydra.overrides.task:
+        key = override.split("=", 1)[0].lstrip("+")
+        if key in hydra.runtime.choices or key.startswith("~"):
+            raise RunError(f"resume={cfg.resume} keeps the run's config groups; drop {override}")
+        if key not in ("resume", "hydra") and not key.startswith("hydra."):
+            OmegaConf.update(saved, key, OmegaConf.select(cfg, key), force_add=True)
+    last = last_checkpoint(saved)
     if not last.is_file():
         raise RunError(f"{run}: no {last.name}: the run stopped before its first epoch ended; start it again")
-    return cfg, last
+    return saved, last
 
 
 def last_checkpoint(cfg: DictConfig) -> Path:
@@ -142,6 +146,6 @@ class SweepSummary(Callback):
                           key=lambda lines: int(lines[0].split()[1].rstrip(":")))
         if failures:
             jobs = len(list(sweep.rglob(".hydra/overrides.yaml")))
-            log.error(f"{len(failures)} of {jobs} jobs failed (tracebacks in each job's error.txt, under {sweep}):\n"
-                      + "\n".join(f"  {header}\n    {message}" for header, message in failures))
+            print(f"{len(failures)} of {jobs} jobs failed (tracebacks in each job's error.txt, under {sweep}):",
+                  *(f"  {header}\n    {message}" for header, message in failures), sep="\n", file=sys.stderr)
             sys.exit(1)  # not an exception: Hydra would turn that into a warning
