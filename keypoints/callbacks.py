@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+import math
 
 import pytorch_lightning as pl
 
@@ -15,7 +16,7 @@ class EarlyStopping(pl.callbacks.EarlyStopping):
 
     def _run_early_stopping_check(self, trainer):
         super()._run_early_stopping_check(trainer)  # Lightning calls this once per epoch when fitting
-        if self.best_score.item() != self._seen_best:
+        if math.isfinite(self.best_score.item()) and self.best_score.item() != self._seen_best:
             self._seen_best = self.best_score.item()
             self.best_epoch, self._best_step = trainer.current_epoch, trainer.global_step
             self.best_weights = {k: v.detach().clone() for k, v in trainer.lightning_module.state_dict().items()}
