@@ -12,6 +12,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from keypoints.callbacks import EarlyStopping, History
 from keypoints.module import KeypointsModule
+from keypoints.plots import log_sample_faces
+from keypoints.specialists import init_from, spread_over_gpus
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +29,8 @@ def build(cfg: DictConfig):
         augment=list(instantiate(cfg.augment).values()),
         channels_last=cfg.channels_last,
     )
+    if cfg.init_from:
+        init_from(module.net, cfg.init_from)
     callbacks = [instantiate(c) for c in cfg.callbacks.values()] + [History()]
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=instantiate(cfg.logger))
     return datamodule, module, trainer
@@ -36,6 +40,12 @@ def fit(cfg: DictConfig) -> dict:
     """Train one net as configured; return (and write to metrics.json) its final metrics."""
     start = time.time()
     cfg = OmegaConf.merge(cfg, cfg.specialist.overrides)  # the tutorial's per-specialist kwargs
+    spread_over_gpus(cfg)
+    budget = cfg.epoch_budget.pretrained if cfg.init_from else cfg.epoch_budget.scratch
+    if budget:  # the tutorial's epochs per training row; set before build, as the schedule reads it
+        counter = instantiate(cfg.data, columns=list(cfg.specialist.columns))
+        counter.setup()
+        cfg.trainer.max_epochs = max(1, int(budget / len(counter.train_set)))
     pl.seed_everything(cfg.seed, workers=True)
     out = Path(cfg.paths.output_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -45,6 +55,7 @@ def fit(cfg: DictConfig) -> dict:
     trainer.fit(module, datamodule=datamodule)
     # Validate the weights the run ends with (the best epoch's, restored by EarlyStopping).
     final = trainer.validate(module, datamodule=datamodule, verbose=False)[0]
+    log_sample_faces(trainer.logger, module, datamodule.valid_set, trainer.current_epoch)
     history = next(c for c in trainer.callbacks if isinstance(c, History)).epochs
     stopper = next((c for c in trainer.callbacks if isinstance(c, EarlyStopping)), None)
     metrics = {
