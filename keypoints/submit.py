@@ -107,7 +107,7 @@ def read_lookup(data_dir: str | Path, image_ids: np.ndarray) -> tuple[pd.DataFra
     image = pd.Index(image_ids).get_indexer(pd.to_numeric(lookup["ImageId"], errors="coerce"))
     if (image < 0).any():
         row = (image < 0).argmax()
-        raise DataError(f"{path}: line {row + 2}: ImageId {lookup['ImageId'].iloc[row]!r} is not in test.csv "
+        raise DataError(f"{path}: line {row + 2}: ImageId {lookup['ImageId'].iloc[row]} is not in test.csv "
                         f"(ImageIds {image_ids.min()}..{image_ids.max()})")
     column = pd.Index(COLUMNS).get_indexer(lookup["FeatureName"])
     if (column < 0).any():
