@@ -34,7 +34,7 @@ def learning_curves(sweep: str | Path, out: str | Path | None = None) -> Path:
         valid = np.array([h["valid_rmse_px"] for h in history if "valid_rmse_px" in h])
         train = np.sqrt([h["train_loss"] for h in history if "train_loss" in h]) * HALF
         label = cfg.specialist.name + (" (pretrained)" if cfg.init_from else "")
-        ax.plot(valid, "-", color=f"C{i}", label=label)
+        ax.plot(valid, "-", marker=".", markersize=3, color=f"C{i}", label=label)  # dots: one-epoch runs show
         ax.plot(train, "--", color=f"C{i}")
         if cfg.specialist.name != "all":
             weighted.append((len(cfg.specialist.columns), valid))
@@ -81,3 +81,4 @@ def log_sample_faces(logger, module, valid_set, step: int) -> None:
     true = np.where(mask.cpu().numpy() > 0, y.cpu().numpy() * HALF + HALF, np.nan)
     fig = face_grid(x[:, 0].float().cpu().numpy(), predicted, true)
     logger.experiment.add_figure("valid_faces", fig, global_step=step)
+    logger.experiment.flush()  # the fit has already finalised the logger: nothing else will

@@ -110,8 +110,9 @@ def pipeline(overrides: list[str]) -> Path:
                         "(experiment=specialists sets the tutorial's six)")
     sweep = Path(cfg.hydra.sweep.dir)
     base = sweep / "all"
-    # Launcher settings (hydra/launcher=...) are for the specialists' multirun, not the single base run.
-    base_overrides = [o for o in overrides if not o.lstrip("+~").startswith("hydra/launcher")]
+    # Launcher and sweeper settings are for the specialists' multirun, not the single base run.
+    multirun_only = ("hydra/launcher", "hydra.launcher", "hydra.sweeper")
+    base_overrides = [o for o in overrides if not o.lstrip("+~").startswith(multirun_only)]
     train(*base_overrides, "specialist=all", "init_from=null", f"hydra.run.dir={base}")
     train("-m", *overrides, f"init_from={base}", f"hydra.sweep.dir={sweep}")
     print(f"learning curves: {plots.learning_curves(sweep)}")

@@ -7,6 +7,7 @@ from hydra import compose as hydra_compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import open_dict
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from conftest import ROOT, compose
 from keypoints.columns import COLUMNS
@@ -79,7 +80,7 @@ def test_init_from_rejects_a_missing_path_and_another_architecture(tmp_path):
         init_from(cnn, tmp_path / "mlp.ckpt")
 
 
-def test_epoch_budget_sets_max_epochs_from_the_training_rows_and_the_schedule_follows(tiny_data, tmp_path):
+def test_epoch_budget_sets_max_epochs_and_the_schedule_follows_and_faces_are_logged(tiny_data, tmp_path):
     cfg = compose("data=kaggle", f"data.dir={tiny_data}", "schedule=linear", "epoch_budget.scratch=100",
                   f"paths.output_dir={tmp_path}", f"paths.cache_dir={tmp_path}/cache", "trainer.enable_progress_bar=false",
                   *TINY_NET)
@@ -87,6 +88,11 @@ def test_epoch_budget_sets_max_epochs_from_the_training_rows_and_the_schedule_fo
     assert metrics["epochs"] == int(100 / metrics["n_train"]) > 1
     config = (tmp_path / "config.yaml").read_text()
     assert f"max_epochs: {metrics['epochs']}" in config and f"epochs: {metrics['epochs']}\n" in config
+    # The run's TensorBoard events hold the grid of validation faces with their keypoints.
+    events = EventAccumulator(str(tmp_path))
+    events.Reload()
+    (image,) = events.Images("valid_faces")
+    assert image.width > 300 and image.height > 300
 
 
 def test_multirun_jobs_spread_over_the_gpus(monkeypatch):
