@@ -13,6 +13,8 @@ from omegaconf import DictConfig, OmegaConf
 from keypoints.callbacks import EarlyStopping, History
 from keypoints.faults import RandomState, RunError, divergence, interruptible
 from keypoints.module import KeypointsModule
+from keypoints.plots import log_sample_faces
+from keypoints.specialists import init_from, spread_over_gpus
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +30,8 @@ def build(cfg: DictConfig):
         augment=list(instantiate(cfg.augment).values()),
         channels_last=cfg.channels_last,
     )
+    if cfg.init_from:
+        init_from(module.net, cfg.init_from)
     callbacks = [instantiate(c) for c in cfg.callbacks.values()] + [History(), RandomState()]
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=instantiate(cfg.logger))
     return datamodule, module, trainer
@@ -38,6 +42,12 @@ def fit(cfg: DictConfig, resume_from: Path | None = None) -> dict:
     write to metrics.json) its final metrics."""
     start = time.time()
     cfg = OmegaConf.merge(cfg, cfg.specialist.overrides)  # the tutorial's per-specialist kwargs
+    spread_over_gpus(cfg)
+    budget = cfg.epoch_budget.pretrained if cfg.init_from else cfg.epoch_budget.scratch
+    if budget:  # the tutorial's epochs per training row; set before build, as the schedule reads it
+        counter = instantiate(cfg.data, columns=list(cfg.specialist.columns))
+        counter.setup()
+        cfg.trainer.max_epochs = max(1, int(budget / len(counter.train_set)))
     pl.seed_everything(cfg.seed, workers=True)
     out = Path(cfg.paths.output_dir)
     if resume_from is None:
@@ -60,6 +70,7 @@ def fit(cfg: DictConfig, resume_from: Path | None = None) -> dict:
                     f"its checkpoint kept at {trainer.checkpoint_callback.best_model_path}")
     # Validate the weights the run ends with (the best epoch's, restored by EarlyStopping).
     final = trainer.validate(module, datamodule=datamodule, verbose=False)[0]
+    log_sample_faces(trainer.logger, module, datamodule.valid_set, trainer.current_epoch)
     metrics = {
         "train_loss": history[-1]["train_loss"] if history else None,
         "valid_loss": final["valid_loss"],
