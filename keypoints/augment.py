@@ -1,7 +1,16 @@
-"""Augmentation on whole batches, on the batch's device: the tutorial's FlipBatchIterator."""
+"""Augmentation on whole batches, on the batch's device: the tutorial's FlipBatchIterator, plus
+random shifts, rotations and scale changes and brightness/contrast changes.
+
+Each transform is a callable (x, y, mask) -> (x, y, mask) applied in training_step.
+"""
 from __future__ import annotations
 
+import math
+
 import torch
+import torch.nn.functional as F
+
+from keypoints.data import HALF
 
 
 class Flip:
@@ -33,3 +42,52 @@ class Flip:
         fx, fy, fm = self.mirror(x, y, mask)
         pick = lambda a, b: torch.where(chosen.view(-1, *[1] * (a.dim() - 1)), a, b)
         return pick(fx, x), pick(fy, y), pick(fm, mask)
+
+
+class Affine:
+    """Shift, rotate and rescale each sample at random; keypoints move with the pixels.
+
+    Targets (px - 48) / 48 are exactly grid_sample's normalised coordinates with
+    align_corners=False (pixel i's centre at (i + 0.5 - 48) / 48, as the flip's px -> 96 - px
+    assumes), so one matrix moves both. A keypoint that leaves the image becomes missing.
+    """
+
+    def __init__(self, shift: float, degrees: float, scale: float):
+        self.shift = shift / HALF  # pixels -> normalised units
+        self.radians = math.radians(degrees)
+        self.scale = scale
+
+    def matrices(self, n: int, device, dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """Random forward maps p_out = A p_in + b: A (n, 2, 2), b (n, 2)."""
+        u = lambda *shape: torch.rand(*shape, device=device, dtype=dtype) * 2 - 1
+        angle, zoom = u(n) * self.radians, 1 + u(n) * self.scale
+        cos, sin = angle.cos() * zoom, angle.sin() * zoom
+        return torch.stack([cos, -sin, sin, cos], 1).view(n, 2, 2), u(n, 2) * self.shift
+
+    def apply(self, x, y, mask, a: torch.Tensor, b: torch.Tensor):
+        """Transform every sample by its (a, b)."""
+        inverse = torch.linalg.inv(a)  # grid_sample asks, for each output pixel, where to read from
+        theta = torch.cat([inverse, -inverse @ b.unsqueeze(2)], 2)
+        grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+        # Edge pixels are repeated rather than black corners no real photo has.
+        x = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+        points = y.view(len(y), -1, 2) @ a.transpose(1, 2) + b.unsqueeze(1)  # rows are (x, y) pairs
+        inside = (points.abs() <= 1).all(2, keepdim=True).expand_as(points).reshape(y.shape)
+        mask = mask * inside
+        return x, points.reshape(y.shape) * mask, mask
+
+    def __call__(self, x, y, mask):
+        return self.apply(x, y, mask, *self.matrices(len(x), x.device, y.dtype))
+
+
+class BrightnessContrast:
+    """Scale each sample's contrast about its mean by 1 ± contrast and add ± brightness, in [0, 1]."""
+
+    def __init__(self, brightness: float, contrast: float):
+        self.brightness, self.contrast = brightness, contrast
+
+    def __call__(self, x, y, mask):
+        u = lambda: torch.rand(len(x), 1, 1, 1, device=x.device, dtype=x.dtype) * 2 - 1
+        mean = x.mean((1, 2, 3), keepdim=True)
+        x = ((x - mean) * (1 + u() * self.contrast) + mean + u() * self.brightness).clamp(0, 1)
+        return x, y, mask

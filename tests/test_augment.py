@@ -1,6 +1,6 @@
 import torch
 
-from keypoints.augment import Flip
+from keypoints.augment import Affine, BrightnessContrast, Flip
 
 PAIRS = [[0, 2], [1, 3]]  # the eyes specialist: left x, left y, right x, right y
 
@@ -39,3 +39,71 @@ def test_no_pairs_only_negates_x():
     x, y, mask = batch()
     _, fy, _ = Flip([]).mirror(x, y[:, :2], mask[:, :2])
     assert torch.equal(fy, y[:, :2] * torch.tensor([-1.0, 1.0]))
+
+
+def dots(points_px: torch.Tensor, sigma: float = 1.5) -> torch.Tensor:
+    """One 96x96 image per (x, y) in pixels, each a Gaussian dot there (pixel i spans [i, i + 1])."""
+    centres = torch.arange(96) + 0.5
+    gx = torch.exp(-(centres - points_px[:, :1]) ** 2 / (2 * sigma ** 2))  # (n, 96) over columns
+    gy = torch.exp(-(centres - points_px[:, 1:]) ** 2 / (2 * sigma ** 2))  # (n, 96) over rows
+    return (gy[:, :, None] * gx[:, None, :]).unsqueeze(1)
+
+
+def dot_centres(images: torch.Tensor) -> torch.Tensor:
+    """Each image's intensity-weighted centre (x, y) in pixels."""
+    centres = torch.arange(96) + 0.5
+    weights = images[:, 0]
+    total = weights.sum((1, 2))
+    return torch.stack([(weights.sum(1) * centres).sum(1) / total, (weights.sum(2) * centres).sum(1) / total], 1)
+
+
+def to_targets(px):
+    return (px - 48) / 48
+
+
+def test_a_dot_drawn_at_a_keypoint_lands_on_the_moved_keypoint():
+    torch.manual_seed(0)
+    n = 64
+    points = 14 + torch.rand(n, 2) * 68  # far from the centre, where a scale error shows most
+    affine = Affine(shift=4, degrees=25, scale=0.15)  # larger than in training: errors show more
+    x, y, mask = affine(dots(points), to_targets(points), torch.ones(n, 2))
+    assert mask.all()  # every dot stayed in the image
+    moved = y * 48 + 48
+    assert (moved - points).norm(dim=1).mean() > 3  # the transforms really move the keypoints
+    # A quarter pixel: mixing grid_sample's pixel conventions (align_corners) misses by up to 0.5.
+    assert (dot_centres(x) - moved).norm(dim=1).max() < 0.25
+
+
+def test_a_dot_drawn_at_a_keypoint_lands_on_the_flipped_keypoint():
+    points = torch.tensor([[20.3, 40.0], [70.0, 33.6], [48.0, 50.0]])
+    x, y, _ = Flip([]).mirror(dots(points), to_targets(points), torch.ones(3, 2))
+    assert torch.allclose(dot_centres(x), y * 48 + 48, atol=0.05)
+
+
+def test_keypoints_that_leave_the_image_become_missing():
+    affine = Affine(shift=0, degrees=0, scale=0)
+    y = to_targets(torch.tensor([[90.0, 40.0, 50.0, 50.0]]))  # a keypoint near the right edge, one central
+    a, b = torch.eye(2).unsqueeze(0), torch.tensor([[10 / 48, 0.0]])  # 10 pixels to the right
+    _, moved, mask = affine.apply(torch.zeros(1, 1, 96, 96), y, torch.ones(1, 4), a, b)
+    assert mask.tolist() == [[0, 0, 1, 1]] and moved[0, :2].tolist() == [0, 0]
+    assert torch.allclose(moved[0, 2:] * 48 + 48, torch.tensor([60.0, 50.0]))
+
+
+def test_missing_keypoints_stay_missing_under_affine():
+    torch.manual_seed(0)
+    x, y, mask = batch(32)
+    _, _, moved_mask = Affine(shift=4, degrees=10, scale=0.08)(x, y, mask)
+    assert not moved_mask[mask == 0].any()
+
+
+def test_brightness_contrast_keeps_keypoints_and_the_pixel_range():
+    torch.manual_seed(0)
+    x = 0.3 + 0.4 * torch.rand(200, 1, 96, 96)
+    _, y, mask = batch(200)
+    out, out_y, out_mask = BrightnessContrast(brightness=0.1, contrast=0.2)(x, y, mask)
+    assert torch.equal(out_y, y) and torch.equal(out_mask, mask)
+    assert out.min() >= 0 and out.max() <= 1
+    shift = out.mean((1, 2, 3)) - x.mean((1, 2, 3))
+    ratio = out.std((1, 2, 3)) / x.std((1, 2, 3))
+    assert shift.abs().max() <= 0.1 + 1e-5 and shift.std() > 0.03  # each sample its own brightness
+    assert ratio.min() >= 0.8 - 1e-4 and ratio.max() <= 1.2 + 1e-4 and ratio.std() > 0.05
