@@ -98,16 +98,18 @@ class RandomState(pl.Callback):
 def interruptible(cfg: DictConfig):
     """Ctrl-C or SIGTERM ends training with the way to resume it and the conventional exit status.
 
-    last.ckpt is written at the end of every epoch; resuming from an epoch's end, not from the
-    middle of one, is what makes a resumed run end exactly as an uninterrupted one.
+    last.ckpt (linked to best.ckpt) holds the latest improving epoch's whole state; resuming from
+    an epoch's end, not from the middle of one, is what makes a resumed run end exactly as an
+    uninterrupted one.
     """
     try:
         yield
     except SystemExit as stop:  # Lightning's ending of a run stopped by Ctrl-C (exit 1) or SIGTERM
         name = "SIGTERM" if isinstance(stop, SIGTERMException) else "Ctrl-C"
-        then = f"continue it with: python train.py resume={cfg.paths.output_dir}" if last_checkpoint(cfg).is_file() else \
-            "no epoch had finished, so there is nothing to resume"
-        log.warning(f"{name}: training stopped; {then}")
+        if last_checkpoint(cfg).is_file():
+            log.warning(f"{name}: training stopped; continue it with: python train.py resume={cfg.paths.output_dir}")
+        else:
+            log.warning(f"{name}: training stopped before its first epoch ended; there is nothing to resume")
         raise SystemExit(128 + (signal.SIGTERM if name == "SIGTERM" else signal.SIGINT)) from None
 
 
@@ -132,8 +134,8 @@ class SweepSummary(Callback):
         if config.hydra.mode != RunMode.MULTIRUN or job_return.status != JobStatus.FAILED:
             return
         error = job_return._return_value  # the job's exception; `return_value` would re-raise it
-        message = str(error) if isinstance(error, CompactHydraException) else f"{type(error).__name__}: {error}"
-        message = message.strip().splitlines()[0] if message.strip() else type(error).__name__
+        text = str(error) if isinstance(error, CompactHydraException) else f"{type(error).__name__}: {error}"
+        message = text.strip().splitlines()[0]
         header = f"job {config.hydra.job.num}: {' '.join(job_return.overrides)}"
         (Path(config.hydra.runtime.output_dir) / "error.txt").write_text(
             f"{header}\n{message}\n\n{''.join(traceback.format_exception(error))}")
