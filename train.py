@@ -1,16 +1,9 @@
 """Train a keypoint net as the Hydra config in conf/ describes: `python train.py [overrides]`."""
-import os
-
 import hydra
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-# Run directories end in the process id, so two runs started in the same second never share one;
-# cached, so that every job of a multirun, even in a worker process, shares its sweep directory.
-OmegaConf.register_new_resolver("pid", os.getpid, use_cache=True, replace=True)
-# `${if_null:VALUE,THEN,ELSE}`: conf/config.yaml puts a resumed run back in its own directory.
-OmegaConf.register_new_resolver("if_null", lambda value, then, otherwise: then if value is None else otherwise,
-                                replace=True)
+import keypoints  # noqa: F401  registers the resolvers conf/ uses
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")

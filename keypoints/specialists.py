@@ -13,14 +13,12 @@ to run them in parallel processes), then writes
 from __future__ import annotations
 
 import logging
-import os
 import pickle
 import subprocess
 import sys
 from pathlib import Path
 
 import torch
-from omegaconf import OmegaConf
 from torch import nn
 
 from keypoints.data import DataError, find_file
@@ -86,7 +84,6 @@ def compose(overrides: list[str]):
     """The config (with its `hydra` node) that `python train.py OVERRIDES` would run."""
     from hydra import compose, initialize_config_dir
 
-    OmegaConf.register_new_resolver("pid", os.getpid, replace=True)  # as train.py: names end in the pid
     with initialize_config_dir(version_base="1.3", config_dir=str(ROOT / "conf")):
         return compose("config", overrides=overrides, return_hydra_config=True)
 
