@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+import math
 
 import pytorch_lightning as pl
 
@@ -11,13 +12,13 @@ class EarlyStopping(pl.callbacks.EarlyStopping):
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
-        self.best_weights, self.best_epoch, self._seen_best = None, None, None
+        self.best_weights, self.best_epoch, self._seen_best, self._best_step = None, None, None, None
 
     def _run_early_stopping_check(self, trainer):
         super()._run_early_stopping_check(trainer)  # Lightning calls this once per epoch when fitting
-        if self.best_score.item() != self._seen_best:
+        if math.isfinite(self.best_score.item()) and self.best_score.item() != self._seen_best:
             self._seen_best = self.best_score.item()
-            self.best_epoch = trainer.current_epoch
+            self.best_epoch, self._best_step = trainer.current_epoch, trainer.global_step
             self.best_weights = {k: v.detach().clone() for k, v in trainer.lightning_module.state_dict().items()}
 
     def on_fit_end(self, trainer, pl_module):
@@ -26,6 +27,18 @@ class EarlyStopping(pl.callbacks.EarlyStopping):
 
     def state_dict(self):
         return {**super().state_dict(), "best_epoch": self.best_epoch, "best_weights": self.best_weights}
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint):
+        # Saved at the best step (as ModelCheckpoint saves), the best weights are the checkpoint's own
+        # state_dict: a marker instead of a second copy keeps checkpoints a third smaller.
+        state = checkpoint.get("callbacks", {}).get(self.state_key)
+        if state is not None and self._best_step == trainer.global_step:
+            state["best_weights"] = "state_dict"
+
+    def on_load_checkpoint(self, trainer, pl_module, checkpoint):
+        state = checkpoint.get("callbacks", {}).get(self.state_key)
+        if state is not None and isinstance(state.get("best_weights"), str):
+            state["best_weights"] = {k: v.clone() for k, v in checkpoint["state_dict"].items()}
 
     def load_state_dict(self, state_dict):
         state = copy.copy(state_dict)

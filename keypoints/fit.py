@@ -11,7 +11,10 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from keypoints.callbacks import EarlyStopping, History
+from keypoints.faults import RandomState, RunError, divergence, interruptible
 from keypoints.module import KeypointsModule
+from keypoints.plots import log_sample_faces
+from keypoints.specialists import init_from, spread_over_gpus
 
 log = logging.getLogger(__name__)
 
@@ -27,38 +30,61 @@ def build(cfg: DictConfig):
         augment=list(instantiate(cfg.augment).values()),
         channels_last=cfg.channels_last,
     )
-    callbacks = [instantiate(c) for c in cfg.callbacks.values()] + [History()]
+    if cfg.init_from:
+        init_from(module.net, cfg.init_from)
+    callbacks = [instantiate(c) for c in cfg.callbacks.values()] + [History(), RandomState()]
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=instantiate(cfg.logger))
     return datamodule, module, trainer
 
 
-def fit(cfg: DictConfig) -> dict:
-    """Train one net as configured; return (and write to metrics.json) its final metrics."""
+def fit(cfg: DictConfig, resume_from: Path | None = None) -> dict:
+    """Train one net as configured, or continue one from its checkpoint `resume_from`; return (and
+    write to metrics.json) its final metrics."""
     start = time.time()
     cfg = OmegaConf.merge(cfg, cfg.specialist.overrides)  # the tutorial's per-specialist kwargs
+    spread_over_gpus(cfg)
+    budget = cfg.epoch_budget.pretrained if cfg.init_from else cfg.epoch_budget.scratch
+    if budget:  # the tutorial's epochs per training row; set before build, as the schedule reads it
+        counter = instantiate(cfg.data, columns=list(cfg.specialist.columns))
+        counter.setup()
+        cfg.trainer.max_epochs = max(1, int(budget / len(counter.train_set)))
     pl.seed_everything(cfg.seed, workers=True)
     out = Path(cfg.paths.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    OmegaConf.save(cfg, out / "config.yaml", resolve=True)
+    if resume_from is None:
+        if (out / "config.yaml").exists():  # e.g. a fixed hydra.run.dir used twice
+            raise RunError(f"{out} already holds a run; choose another hydra.run.dir, or continue it with resume={out}")
+        out.mkdir(parents=True, exist_ok=True)
+        OmegaConf.save(cfg, out / "config.yaml", resolve=True)
     datamodule, module, trainer = build(cfg)
     trainer.logger.log_hyperparams(_flat(cfg))
-    trainer.fit(module, datamodule=datamodule)
-    # Validate the weights the run ends with (the best epoch's, restored by EarlyStopping).
-    final = trainer.validate(module, datamodule=datamodule, verbose=False)[0]
+    with interruptible(cfg):
+        # weights_only=False: the checkpoint is this run's own, and holds the generators' states
+        trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from, weights_only=False)
     history = next(c for c in trainer.callbacks if isinstance(c, History)).epochs
     stopper = next((c for c in trainer.callbacks if isinstance(c, EarlyStopping)), None)
+    diverged = divergence(history)  # EarlyStopping (check_finite) stops such a run at that epoch
+    if diverged:
+        if stopper is None or stopper.best_epoch is None:
+            raise RunError(f"{diverged}, before any epoch with finite losses: nothing to keep (a lower optimizer.lr?)")
+        log.warning(f"{diverged}: training stopped; epoch {stopper.best_epoch}'s weights restored, "
+                    f"its checkpoint kept at {trainer.checkpoint_callback.best_model_path}")
+    # Validate the weights the run ends with (the best epoch's, restored by EarlyStopping).
+    final = trainer.validate(module, datamodule=datamodule, verbose=False)[0]
+    log_sample_faces(trainer.logger, module, datamodule.valid_set, trainer.current_epoch)
     metrics = {
         "train_loss": history[-1]["train_loss"] if history else None,
         "valid_loss": final["valid_loss"],
         "valid_rmse_px": final["valid_rmse_px"],
         "best_epoch": stopper.best_epoch if stopper else len(history) - 1,
+        "diverged": diverged,
         "epochs": len(history),
         "n_train": len(datamodule.train_set),
         "n_valid": len(datamodule.valid_set),
         "wall_time_s": round(time.time() - start, 2),
         "history": history,
     }
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    if trainer.is_global_zero:  # under DDP every rank gets here with the same (synced) metrics
+        (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     return metrics
 
 

@@ -33,7 +33,8 @@ class KeypointsModule(pl.LightningModule):
         for transform in self.augment:
             x, y, mask = transform(x, y, mask)
         loss = masked_mse(self(x), y, mask)
-        self.log("train_loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(x))
+        # sync_dist: under DDP the epoch's value is averaged over ranks once, at the epoch's end.
+        self.log("train_loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(x), sync_dist=True)
         return loss
 
     def validation_step(self, batch, batch_idx):
@@ -41,10 +42,10 @@ class KeypointsModule(pl.LightningModule):
         self.valid_mse.update(masked_mse(self(x), y, mask), weight=mask.sum())
 
     def on_validation_epoch_end(self):
-        mse = self.valid_mse.compute()
+        mse = self.valid_mse.compute()  # torchmetrics reduces over DDP ranks: the whole validation set
         self.valid_mse.reset()
-        self.log("valid_loss", mse, prog_bar=False)
-        self.log("valid_rmse_px", mse.sqrt() * HALF, prog_bar=True)
+        self.log("valid_loss", mse, prog_bar=False, sync_dist=True)
+        self.log("valid_rmse_px", mse.sqrt() * HALF, prog_bar=True, sync_dist=True)
 
     def predict_step(self, batch, batch_idx):
         return self(batch[0]).float()

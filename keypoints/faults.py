@@ -1,0 +1,151 @@
+"""Faults: user mistakes, diverging losses, interrupted and resumed runs, sweeps in which jobs fail.
+
+Each ends in a message that says what happened and what to do next, and none loses what a run has
+already written: checkpoints, metrics.json and TensorBoard logs stay where they are.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import os
+import random
+import signal
+import sys
+import traceback
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from hydra.core.utils import JobStatus
+from hydra.errors import CompactHydraException
+from hydra.experimental.callback import Callback
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import MissingMandatoryValue
+from pytorch_lightning.utilities.exceptions import SIGTERMException
+
+from keypoints.data import DataError
+
+log = logging.getLogger(__name__)
+
+
+class RunError(RuntimeError):
+    """A run that cannot start or go on: the message says why and what to do instead."""
+
+
+class UserError(CompactHydraException):
+    """A mistake the user can fix: Hydra prints the message alone, no traceback, and exits 1."""
+
+
+@contextmanager
+def user_errors():
+    """Turn the user's mistakes into one-line errors; HYDRA_FULL_ERROR=1 keeps the traceback."""
+    try:
+        yield
+    except (DataError, RunError, MissingMandatoryValue) as e:
+        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise
+        raise UserError(f"error: {str(e).splitlines()[0]}") from None
+
+
+def resume_point(cfg: DictConfig, hydra: DictConfig) -> tuple[DictConfig, Path]:
+    """For `resume=RUN_DIR`: the run's saved config, with any values the command line sets on top
+    (`trainer.max_epochs=...` to train on), and its checkpoint of the last finished epoch."""
+    run = Path(cfg.resume).resolve()
+    if hydra.mode == RunMode.MULTIRUN:
+        raise RunError("resume continues one run; drop -m/--multirun")
+    if not (run / "config.yaml").is_file():
+        raise RunError(f"{run}: not a run directory (no config.yaml)")
+    if (run / "metrics.json").is_file():
+        raise RunError(f"{run}: this run has finished (metrics.json is there); nothing to resume")
+    saved = OmegaConf.load(run / "config.yaml")
+    for override in hydra.overrides.task:
+        key = override.split("=", 1)[0].lstrip("+")
+        if key in hydra.runtime.choices or key.startswith("~"):
+            raise RunError(f"resume={cfg.resume} keeps the run's config groups; drop {override}")
+        if key not in ("resume", "hydra") and not key.startswith("hydra."):
+            OmegaConf.update(saved, key, OmegaConf.select(cfg, key), force_add=True)
+    last = last_checkpoint(saved)
+    if not last.is_file():
+        raise RunError(f"{run}: no {last.name}: the run stopped before its first epoch ended; start it again")
+    return saved, last
+
+
+def last_checkpoint(cfg: DictConfig) -> Path:
+    """Where a run's ModelCheckpoint keeps the checkpoint of its last finished epoch."""
+    return Path(cfg.callbacks.checkpoint.dirpath) / "last.ckpt"
+
+
+class RandomState(pl.Callback):
+    """Checkpoints carry the random generators' states (Lightning saves none), so a resumed run
+    shuffles, drops out and flips exactly as the run would have had it never stopped."""
+
+    def state_dict(self):
+        return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate(),
+                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
+
+    def load_state_dict(self, state_dict):
+        torch.set_rng_state(state_dict["torch"])
+        np.random.set_state(state_dict["numpy"])
+        random.setstate(state_dict["python"])
+        if state_dict["cuda"]:
+            torch.cuda.set_rng_state_all(state_dict["cuda"])
+
+
+@contextmanager
+def interruptible(cfg: DictConfig):
+    """Ctrl-C or SIGTERM ends training with the way to resume it and the conventional exit status.
+
+    last.ckpt is written at the end of every epoch; resuming from an epoch's end, not from the
+    middle of one, is what makes a resumed run end exactly as an uninterrupted one.
+    """
+    try:
+        yield
+    except SystemExit as stop:  # Lightning's ending of a run stopped by Ctrl-C (exit 1) or SIGTERM
+        name = "SIGTERM" if isinstance(stop, SIGTERMException) else "Ctrl-C"
+        then = f"continue it with: python train.py resume={cfg.paths.output_dir}" if last_checkpoint(cfg).is_file() else \
+            "no epoch had finished, so there is nothing to resume"
+        log.warning(f"{name}: training stopped; {then}")
+        raise SystemExit(128 + (signal.SIGTERM if name == "SIGTERM" else signal.SIGINT)) from None
+
+
+def divergence(history: list[dict]) -> str | None:
+    """'valid_loss became nan at epoch 3' for the first non-finite loss in the history, else None."""
+    for epoch in history:
+        for key, value in epoch.items():
+            if not math.isfinite(value):
+                return f"{key} became {value} at epoch {epoch['epoch']}"
+    return None
+
+
+class SweepSummary(Callback):
+    """In a multirun, every job runs even when some fail; the sweep ends naming each failed job and
+    why, and exits 1. Each failure's traceback is kept in its job directory's error.txt.
+
+    Hydra 1.3's sweeper re-raises the first failure once the jobs have run and so skips
+    on_multirun_end; recording the failure here and marking it handled lets the summary run.
+    """
+
+    def on_job_end(self, config: DictConfig, job_return, **kwargs) -> None:
+        if config.hydra.mode != RunMode.MULTIRUN or job_return.status != JobStatus.FAILED:
+            return
+        error = job_return._return_value  # the job's exception; `return_value` would re-raise it
+        message = str(error) if isinstance(error, CompactHydraException) else f"{type(error).__name__}: {error}"
+        message = message.strip().splitlines()[0] if message.strip() else type(error).__name__
+        header = f"job {config.hydra.job.num}: {' '.join(job_return.overrides)}"
+        (Path(config.hydra.runtime.output_dir) / "error.txt").write_text(
+            f"{header}\n{message}\n\n{''.join(traceback.format_exception(error))}")
+        log.error(f"{header} failed: {message}")
+        job_return.status, job_return.return_value = JobStatus.COMPLETED, None
+
+    def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
+        sweep = Path(config.hydra.sweep.dir)
+        failures = sorted((p.read_text().splitlines()[:2] for p in sweep.rglob("error.txt")),
+                          key=lambda lines: int(lines[0].split()[1].rstrip(":")))
+        if failures:
+            jobs = len(list(sweep.rglob(".hydra/overrides.yaml")))
+            print(f"{len(failures)} of {jobs} jobs failed (tracebacks in each job's error.txt, under {sweep}):",
+                  *(f"  {header}\n    {message}" for header, message in failures), sep="\n", file=sys.stderr)
+            sys.exit(1)  # not an exception: Hydra would turn that into a warning

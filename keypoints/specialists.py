@@ -1,0 +1,143 @@
+"""Specialists pretrained from the base net: weight transfer, GPU placement, the one-command pipeline.
+
+The tutorial trains the base net on all 30 columns, then six specialists whose layers start from the
+base net's weights (all but the output layer, whose size follows the specialist's columns).
+
+    python -m keypoints.specialists experiment=specialists data=kaggle data.dir=DIR [overrides]
+
+trains `specialist=all` into <sweep>/all, then the specialists of `hydra.sweeper.params.specialist`
+(the preset's six) through Hydra multirun with `init_from=<sweep>/all` (add `hydra/launcher=local`
+to run them in parallel processes), then writes
+<sweep>/curves.png and, when the data has a test.csv, <sweep>/submission.csv.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+from omegaconf import OmegaConf
+from torch import nn
+
+from keypoints.data import DataError, find_file
+from keypoints.nets import output_layer
+
+log = logging.getLogger(__name__)
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def checkpoint_path(path: str | Path) -> Path:
+    """A checkpoint file, or a run directory's checkpoints/best.ckpt."""
+    path = Path(path).expanduser()
+    ckpt = path / "checkpoints" / "best.ckpt" if path.is_dir() else path
+    if not ckpt.is_file():
+        raise DataError(f"{ckpt}: no such checkpoint; expected a .ckpt file or a run directory holding "
+                        f"checkpoints/best.ckpt")
+    return ckpt
+
+
+def net_weights(path: str | Path) -> dict[str, torch.Tensor]:
+    """The net's tensors from a run's checkpoint, named as in the net (no `net.` prefix)."""
+    ckpt = checkpoint_path(path)
+    try:  # the project's own checkpoints: the scheduler's state holds numpy arrays, not only tensors
+        state = torch.load(ckpt, map_location="cpu", weights_only=False)["state_dict"]
+    except (RuntimeError, KeyError, EOFError, pickle.UnpicklingError) as e:
+        raise DataError(f"{ckpt}: not a kfkd checkpoint ({str(e).splitlines()[0][:200]})") from None
+    return {k.removeprefix("net."): v for k, v in state.items() if k.startswith("net.")}
+
+
+def init_from(net: nn.Module, path: str | Path) -> list[str]:
+    """Copy into `net` every tensor of the checkpoint's net whose name and shape match; return their names.
+
+    The rest keep their fresh initialisation: the output layer, when the columns differ.
+    """
+    source, target = net_weights(path), net.state_dict()
+    copied = [k for k, v in target.items() if k in source and source[k].shape == v.shape]
+    head = output_layer(net)
+    if not [k for k in copied if not k.startswith(f"{head}.")]:
+        raise DataError(f"init_from={path}: no weight matches this net's layers besides the output layer; "
+                        f"expected a checkpoint of the same net architecture (net=..., net.hidden=...)")
+    with torch.no_grad():
+        for k in copied:
+            target[k].copy_(source[k])
+    fresh = [k for k in target if k not in copied]
+    log.info("init_from %s: copied %d of %d tensors; fresh: %s", checkpoint_path(path), len(copied),
+             len(target), ", ".join(fresh) or "none")
+    return copied
+
+
+def spread_over_gpus(cfg) -> None:
+    """In a multirun with trainer=gpu and one device per job, job n takes GPU n mod the GPU count."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if cfg.trainer.accelerator != "gpu" or cfg.trainer.devices != 1 or not HydraConfig.initialized():
+        return
+    hydra = HydraConfig.get()
+    if hydra.mode == RunMode.MULTIRUN and torch.cuda.device_count() > 1:
+        cfg.trainer.devices = [hydra.job.num % torch.cuda.device_count()]
+
+
+def compose(overrides: list[str]):
+    """The config (with its `hydra` node) that `python train.py OVERRIDES` would run."""
+    from hydra import compose, initialize_config_dir
+
+    OmegaConf.register_new_resolver("pid", os.getpid, replace=True)  # as train.py: names end in the pid
+    with initialize_config_dir(version_base="1.3", config_dir=str(ROOT / "conf")):
+        return compose("config", overrides=overrides, return_hydra_config=True)
+
+
+def train(*args: str) -> None:
+    """`python train.py ARGS`; a failed run stops the pipeline with train.py's exit status."""
+    command = [sys.executable, str(ROOT / "train.py"), *args]
+    log.info("running %s", " ".join(command))
+    status = subprocess.call(command)
+    if status:
+        raise SystemExit(status)
+
+
+def pipeline(overrides: list[str]) -> Path:
+    """Train the base net, then the specialists initialised from it, all in one sweep directory."""
+    from keypoints import plots, submit
+
+    cfg = compose(overrides)
+    if "specialist" not in cfg.hydra.sweeper.params:
+        raise DataError("hydra.sweeper.params.specialist: not set; expected the specialists to sweep "
+                        "(experiment=specialists sets the tutorial's six)")
+    sweep = Path(cfg.hydra.sweep.dir)
+    base = sweep / "all"
+    # Launcher and sweeper settings are for the specialists' multirun, not the single base run.
+    multirun_only = ("hydra/launcher", "hydra.launcher", "hydra.sweeper")
+    base_overrides = [o for o in overrides if not o.lstrip("+~").startswith(multirun_only)]
+    train(*base_overrides, "specialist=all", "init_from=null", f"hydra.run.dir={base}")
+    train("-m", *overrides, f"init_from={base}", f"hydra.sweep.dir={sweep}")
+    print(f"learning curves: {plots.learning_curves(sweep)}")
+    runs = submit.find_runs([sweep])
+    try:
+        find_file(cfg.data.dir, "test.csv")
+    except DataError:
+        pass  # training data alone: nothing to submit
+    else:
+        print(f"submission: {submit.write_submission(runs, cfg.data.dir, sweep / 'submission.csv')}")
+    print(f"runs: tensorboard --logdir {sweep}")
+    return sweep
+
+
+def main(argv: list[str] | None = None) -> None:
+    logging.basicConfig(level=logging.INFO, format="[%(name)s] %(message)s")
+    argv = sys.argv[1:] if argv is None else argv
+    if {"-h", "--help"} & set(argv):
+        print(__doc__)
+        return
+    try:
+        pipeline(argv)
+    except DataError as e:
+        sys.exit(f"error: {e}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,199 @@
+"""Predict with trained runs, write the Kaggle submission, and measure RMSE on labelled faces.
+
+    python -m keypoints.submit predict SWEEP_OR_RUN_OR_CKPT... [--data DIR] [--out submission.csv]
+    python -m keypoints.submit evaluate SWEEP_OR_RUN_OR_CKPT... [--csv labelled.csv]
+
+Every run's net is rebuilt from its config.yaml and loaded from its best checkpoint. The 30 columns
+are assembled from all runs: a net with fewer columns (a specialist) wins over a wider one (`all`).
+`evaluate` without --csv uses the held-out validation rows of the runs' training.csv.
+"""
+from __future__ import annotations
+
+import argparse
+import difflib
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from keypoints.columns import COLUMNS, IMAGE_SIZE, KEYPOINTS
+from keypoints.data import HALF, DataError, find_file, read_csv, to_tensors
+from keypoints.specialists import checkpoint_path, net_weights
+
+BATCH = 256
+
+
+@dataclass
+class Run:
+    dir: Path
+    checkpoint: Path
+    cfg: DictConfig
+
+    @property
+    def columns(self) -> list[str]:
+        return list(self.cfg.specialist.columns)
+
+
+def _run(directory: Path, checkpoint: Path) -> Run:
+    config = directory / "config.yaml"
+    if not config.is_file():
+        raise DataError(f"{config}: not found; expected the run directory that {checkpoint.name} was trained in")
+    return Run(directory, checkpoint, OmegaConf.load(config))
+
+
+def find_runs(paths: list[str | Path]) -> list[Run]:
+    """The runs named by checkpoints, run directories, or sweep directories (one run per subdirectory)."""
+    runs = []
+    for path in map(Path, paths):
+        if path.is_file():  # checkpoints/<name>.ckpt inside a run directory
+            runs.append(_run(path.parent.parent, path))
+        elif (path / "config.yaml").is_file():
+            runs.append(_run(path, checkpoint_path(path)))
+        else:
+            found = sorted(d for d in path.glob("*/") if (d / "config.yaml").is_file())
+            if not found:
+                raise DataError(f"{path}: no checkpoint, run directory (config.yaml) or sweep directory of runs")
+            runs += [_run(d, checkpoint_path(d)) for d in found]
+    return runs
+
+
+def predict(run: Run, x: torch.Tensor) -> np.ndarray:
+    """The run's predictions in pixels, (N, len(run.columns)), in batches on the fastest device."""
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    net = instantiate(run.cfg.net, n_outputs=len(run.columns))
+    net.load_state_dict(net_weights(run.checkpoint))
+    net.to(device).eval()
+    with torch.inference_mode():
+        out = torch.cat([net(batch.to(device)).float().cpu() for batch in x.split(BATCH)])
+    return out.numpy() * HALF + HALF
+
+
+def predict_columns(runs: list[Run], x: torch.Tensor) -> np.ndarray:
+    """All 30 columns in pixels (NaN where no run predicts one); narrower nets overwrite wider ones."""
+    out = np.full((len(x), len(COLUMNS)), np.nan)
+    for run in sorted(runs, key=lambda r: -len(r.columns)):
+        out[:, [COLUMNS.index(c) for c in run.columns]] = predict(run, x)
+    return out
+
+
+def read_test(data_dir: str | Path, cache_dir: str | Path | None) -> tuple[np.ndarray, np.ndarray]:
+    """test.csv's ImageIds and images, checked: every ImageId present, none repeated."""
+    path = find_file(data_dir, "test.csv")
+    frame, images = read_csv(path, cache_dir)
+    if "ImageId" not in frame.columns:
+        raise DataError(f"{path}: no 'ImageId' column; expected ImageId,Image")
+    ids = frame["ImageId"].to_numpy()
+    if np.isnan(ids).any():
+        raise DataError(f"{path}: line {np.isnan(ids).argmax() + 2}: ImageId is empty")
+    repeated = pd.Series(ids).duplicated(keep="first").to_numpy()
+    if repeated.any():
+        row = repeated.argmax()
+        raise DataError(f"{path}: line {row + 2}: ImageId {ids[row]:g} repeats line {ids.tolist().index(ids[row]) + 2}")
+    return ids.astype(np.int64), images
+
+
+def read_lookup(data_dir: str | Path, image_ids: np.ndarray) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
+    """IdLookupTable.csv, and for each of its rows the index of its image in test.csv and of its column."""
+    path = find_file(data_dir, "IdLookupTable.csv")
+    lookup = pd.read_csv(path)
+    missing = {"RowId", "ImageId", "FeatureName"} - set(lookup.columns)
+    if missing:
+        raise DataError(f"{path}: no column {sorted(missing)[0]!r}; expected RowId,ImageId,FeatureName,Location")
+    image = pd.Index(image_ids).get_indexer(pd.to_numeric(lookup["ImageId"], errors="coerce"))
+    if (image < 0).any():
+        row = (image < 0).argmax()
+        raise DataError(f"{path}: line {row + 2}: ImageId {lookup['ImageId'].iloc[row]} is not in test.csv "
+                        f"(ImageIds {image_ids.min()}..{image_ids.max()})")
+    column = pd.Index(COLUMNS).get_indexer(lookup["FeatureName"])
+    if (column < 0).any():
+        row = (column < 0).argmax()
+        name = lookup["FeatureName"].iloc[row]
+        near = difflib.get_close_matches(str(name), COLUMNS, n=1)
+        raise DataError(f"{path}: line {row + 2}: FeatureName {name!r} is not a keypoint column"
+                        + (f"; did you mean {near[0]!r}?" if near else f"; expected one of {list(COLUMNS)}"))
+    return lookup, image, column
+
+
+def submission(runs: list[Run], data_dir: str | Path) -> pd.DataFrame:
+    """The Kaggle submission `RowId,Location` in IdLookupTable order, checked before it is returned."""
+    ids, images = read_test(data_dir, runs[0].cfg.paths.cache_dir)
+    lookup, image, column = read_lookup(data_dir, ids)
+    needed = np.unique(image)  # only the images the lookup table asks about
+    predictions = np.full((len(ids), len(COLUMNS)), np.nan)
+    predictions[needed] = predict_columns(runs, to_tensors(images[needed]))
+    location = predictions[image, column]
+    if np.isnan(location).any():
+        row = np.isnan(location).argmax()
+        raise DataError(f"IdLookupTable.csv: line {row + 2}: no run predicts {COLUMNS[column[row]]}; "
+                        f"runs cover {sorted({c for r in runs for c in r.columns})}")
+    result = pd.DataFrame({"RowId": lookup["RowId"], "Location": np.clip(location, 0, IMAGE_SIZE)})
+    assert len(result) == len(lookup) and result["Location"].notna().all()
+    return result
+
+
+def write_submission(runs: list[Run], data_dir: str | Path, out: str | Path) -> Path:
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    submission(runs, data_dir).to_csv(out, index=False)
+    return out
+
+
+def labelled_faces(runs: list[Run], csv: str | Path | None) -> tuple[torch.Tensor, np.ndarray]:
+    """Images and their 30 keypoint columns in pixels (NaN where unlabelled): the CSV, or the held-out rows."""
+    cfg = runs[0].cfg
+    if csv is None:
+        datamodule = instantiate(cfg.data, columns=list(COLUMNS), drop_incomplete=False)
+        datamodule.setup()
+        x, y, mask = datamodule.valid_set[:]
+        return x.cpu(), np.where(mask.cpu().numpy() > 0, y.cpu().numpy() * HALF + HALF, np.nan)
+    frame, images = read_csv(Path(csv), cfg.paths.cache_dir)
+    absent = [c for c in COLUMNS if c not in frame.columns]
+    if absent:
+        raise DataError(f"{csv}: no column {absent[0]!r}; expected Kaggle's training.csv columns")
+    return to_tensors(images), frame[list(COLUMNS)].to_numpy(np.float64)
+
+
+def evaluate(runs: list[Run], csv: str | Path | None = None) -> pd.DataFrame:
+    """RMSE in pixels per keypoint (x and y together) and overall, over the labelled values."""
+    x, truth = labelled_faces(runs, csv)
+    error = (predict_columns(runs, x) - truth) ** 2
+    labelled = ~np.isnan(truth)
+    if (labelled & np.isnan(error)).any():
+        name = COLUMNS[(labelled & np.isnan(error)).any(axis=0).argmax()]
+        raise DataError(f"{csv or 'validation rows'}: {name} is labelled but no run predicts it")
+    rows = []
+    for name, cols in [(k, [COLUMNS.index(f"{k}_x"), COLUMNS.index(f"{k}_y")]) for k in KEYPOINTS] + [("overall", slice(None))]:
+        e = error[:, cols][labelled[:, cols]]
+        rows.append({"keypoint": name, "values": len(e), "rmse_px": float(np.sqrt(e.mean())) if len(e) else np.nan})
+    return pd.DataFrame(rows).set_index("keypoint")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m keypoints.submit", description=__doc__.split("\n\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    p = commands.add_parser("predict", help="write a Kaggle submission for test.csv")
+    p.add_argument("runs", nargs="+", help="sweep directories, run directories or .ckpt files")
+    p.add_argument("--data", help="the folder with test.csv and IdLookupTable.csv (default: the runs' data.dir)")
+    p.add_argument("--out", default="submission.csv", help="the CSV to write")
+    e = commands.add_parser("evaluate", help="RMSE in pixels per keypoint and overall")
+    e.add_argument("runs", nargs="+", help="sweep directories, run directories or .ckpt files")
+    e.add_argument("--csv", help="a labelled CSV in training.csv's format (default: the held-out validation rows)")
+    args = parser.parse_args(argv)
+    try:
+        runs = find_runs(args.runs)
+        if args.command == "predict":
+            out = write_submission(runs, args.data or runs[0].cfg.data.dir, args.out)
+            print(f"wrote {out}")
+        else:
+            print(evaluate(runs, args.csv).to_string(float_format="%.3f"))
+    except DataError as error:
+        sys.exit(f"error: {error}")
+
+
+if __name__ == "__main__":
+    main()

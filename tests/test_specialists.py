@@ -1,0 +1,111 @@
+"""Specialists: their configs, the weight transfer from the base net, the epoch budget, GPU placement."""
+import re
+
+import pytest
+import torch
+from hydra import compose as hydra_compose, initialize_config_dir
+from hydra.core.hydra_config import HydraConfig
+from hydra.utils import instantiate
+from omegaconf import open_dict
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from conftest import ROOT, compose
+from keypoints.columns import COLUMNS
+from keypoints.data import DataError
+from keypoints.fit import fit
+from keypoints.nets import output_layer
+from keypoints.specialists import init_from, spread_over_gpus
+
+SPECIALISTS = sorted(p.stem for p in (ROOT / "conf" / "specialist").glob("*.yaml"))
+TINY_NET = ("net.channels=[4,4,4]", "net.hidden=8")
+
+
+def test_the_tutorial_groups_exist():
+    assert SPECIALISTS == sorted(["all", "eyes", "nose", "mouth", "mouth_bottom", "eye_corners", "eyebrows"])
+    groups = [tuple(compose(f"specialist={s}").specialist.columns) for s in SPECIALISTS if s != "all"]
+    assert sorted(c for g in groups for c in g) == sorted(COLUMNS)  # the six cover every column once
+
+
+@pytest.mark.parametrize("name", SPECIALISTS)
+def test_specialist_composes_and_builds_its_output_layer(name):
+    cfg = compose(f"specialist={name}", "experiment=specialists")
+    assert cfg.specialist.name == name and set(cfg.specialist.columns) <= set(COLUMNS)
+    net = instantiate(cfg.net, n_outputs=len(cfg.specialist.columns))
+    assert net(torch.zeros(1, 1, 96, 96)).shape == (1, len(cfg.specialist.columns))
+
+
+@pytest.mark.parametrize("name", SPECIALISTS)
+def test_every_flip_pair_joins_a_left_right_pair(name):
+    spec = compose(f"specialist={name}").specialist
+    columns, pairs = list(spec.columns), [tuple(p) for p in spec.flip_indices]
+    for a, b in pairs:
+        assert columns[a].replace("left", "right") == columns[b] or columns[a].replace("right", "left") == columns[b]
+        assert columns[a] != columns[b] and columns[a][-2:] == columns[b][-2:]  # x with x, y with y
+    # ...and every left/right pair among the columns is mirrored, each column at most once.
+    mirrored = {c for c in columns if re.search("left|right", c) and
+                re.sub("left|right", lambda m: {"left": "right", "right": "left"}[m[0]], c) in columns}
+    flat = [i for pair in pairs for i in pair]
+    assert len(flat) == len(set(flat)) and {columns[i] for i in flat} == mirrored
+
+
+def save_checkpoint(net, path):
+    """A checkpoint as Lightning writes it: the module's state dict, the net under `net.`."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"state_dict": {f"net.{k}": v for k, v in net.state_dict().items()}}, path)
+
+
+def test_init_from_copies_matching_tensors_and_leaves_the_output_layer_fresh(tmp_path):
+    cfg = compose(*TINY_NET)
+    torch.manual_seed(0)
+    base = instantiate(cfg.net, n_outputs=30)
+    save_checkpoint(base, tmp_path / "run" / "checkpoints" / "best.ckpt")
+    torch.manual_seed(1)
+    eyes = instantiate(cfg.net, n_outputs=4)
+    fresh = {k: v.clone() for k, v in eyes.state_dict().items()}
+    copied = init_from(eyes, tmp_path / "run")  # a run directory: its checkpoints/best.ckpt
+    head = output_layer(eyes)
+    assert sorted(copied) == sorted(k for k in fresh if not k.startswith(f"{head}."))
+    for k, v in eyes.state_dict().items():
+        expected = fresh[k] if k.startswith(f"{head}.") else base.state_dict()[k]
+        assert torch.equal(v, expected), k
+    assert not torch.equal(fresh["0.weight"], base.state_dict()["0.weight"])  # the copy changed something
+
+
+def test_init_from_rejects_a_missing_path_and_another_architecture(tmp_path):
+    cnn = instantiate(compose(*TINY_NET).net, n_outputs=4)
+    with pytest.raises(DataError, match=r"nowhere.*no such checkpoint; expected a \.ckpt file or a run directory"):
+        init_from(cnn, tmp_path / "nowhere")
+    save_checkpoint(instantiate(compose("net=mlp").net, n_outputs=4), tmp_path / "mlp.ckpt")
+    with pytest.raises(DataError, match="no weight matches this net's layers besides the output layer"):
+        init_from(cnn, tmp_path / "mlp.ckpt")
+
+
+def test_epoch_budget_sets_max_epochs_and_the_schedule_follows_and_faces_are_logged(tiny_data, tmp_path):
+    cfg = compose("data=kaggle", f"data.dir={tiny_data}", "schedule=linear", "epoch_budget.scratch=100",
+                  f"paths.output_dir={tmp_path}", f"paths.cache_dir={tmp_path}/cache", "trainer.enable_progress_bar=false",
+                  *TINY_NET)
+    metrics = fit(cfg)
+    assert metrics["epochs"] == int(100 / metrics["n_train"]) > 1
+    config = (tmp_path / "config.yaml").read_text()
+    assert f"max_epochs: {metrics['epochs']}" in config and f"epochs: {metrics['epochs']}\n" in config
+    # The run's TensorBoard events hold the grid of validation faces with their keypoints.
+    events = EventAccumulator(str(tmp_path))
+    events.Reload()
+    (image,) = events.Images("valid_faces")
+    assert image.width > 300 and image.height > 300
+
+
+def test_multirun_jobs_spread_over_the_gpus(monkeypatch):
+    cfg = compose("trainer=gpu")
+    with initialize_config_dir(version_base="1.3", config_dir=str(ROOT / "conf")):
+        hydra_cfg = hydra_compose("config", ["hydra.job.num=5", "hydra.mode=MULTIRUN"], return_hydra_config=True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
+    monkeypatch.setattr(HydraConfig.instance(), "cfg", None)
+    HydraConfig.instance().set_config(hydra_cfg)
+    spread_over_gpus(cfg)
+    assert list(cfg.trainer.devices) == [1]  # job 5 of a multirun on 4 GPUs
+    with open_dict(cfg):
+        cfg.trainer.accelerator = "cpu"
+        cfg.trainer.devices = 1
+    spread_over_gpus(cfg)
+    assert cfg.trainer.devices == 1  # CPU runs are left alone

@@ -1,0 +1,165 @@
+"""The Kaggle submission and the evaluation: assembling specialists, checks, one-line errors, sweeps end to end."""
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+
+from conftest import ROOT, compose
+from keypoints.columns import COLUMNS
+from keypoints.data import DataError, find_file, read_csv, to_tensors
+from keypoints.nets import output_layer
+from keypoints.submit import evaluate, find_runs, main, predict, predict_columns, submission
+
+TINY = ("net.channels=[4,4,4]", "net.hidden=8", "trainer.enable_progress_bar=false")
+
+
+def make_run(directory, data_dir, specialist="all", seed=0, bias=None):
+    """A run directory as train.py leaves it (config.yaml, checkpoints/best.ckpt), with an untrained net."""
+    cfg = compose("data=kaggle", f"data.dir={data_dir}", f"specialist={specialist}", f"paths.output_dir={directory}",
+                  f"paths.cache_dir={directory.parent}/cache", *TINY)
+    torch.manual_seed(seed)
+    net = instantiate(cfg.net, n_outputs=len(cfg.specialist.columns))
+    if bias is not None:
+        with torch.no_grad():
+            net.get_submodule(output_layer(net)).bias.fill_(bias)
+    (directory / "checkpoints").mkdir(parents=True)
+    torch.save({"state_dict": {f"net.{k}": v for k, v in net.state_dict().items()}}, directory / "checkpoints" / "best.ckpt")
+    OmegaConf.save(cfg, directory / "config.yaml", resolve=True)
+    return directory
+
+
+@pytest.fixture
+def sweep(tiny_data, tmp_path):
+    """A sweep directory holding an `all` run and an `eyes` run."""
+    make_run(tmp_path / "sweep" / "all", tiny_data, "all", seed=0)
+    make_run(tmp_path / "sweep" / "0_eyes", tiny_data, "eyes", seed=1)
+    return tmp_path / "sweep"
+
+
+def test_find_runs_takes_sweeps_runs_and_checkpoints(sweep, tmp_path):
+    assert sorted(r.cfg.specialist.name for r in find_runs([sweep])) == ["all", "eyes"]
+    (run,) = find_runs([sweep / "0_eyes" / "checkpoints" / "best.ckpt"])
+    assert run.dir == sweep / "0_eyes" and run.columns == list(compose("specialist=eyes").specialist.columns)
+    with pytest.raises(DataError, match="empty: no checkpoint, run directory"):
+        find_runs([tmp_path / "empty"])
+
+
+def test_a_specialist_wins_over_the_all_net_for_its_columns(sweep):
+    runs = {r.cfg.specialist.name: r for r in find_runs([sweep])}
+    x = torch.rand(5, 1, 96, 96)
+    combined = predict_columns(list(runs.values()), x)
+    eyes = [COLUMNS.index(c) for c in runs["eyes"].columns]
+    others = [i for i in range(len(COLUMNS)) if i not in eyes]
+    assert np.allclose(combined[:, eyes], predict(runs["eyes"], x))
+    assert np.allclose(combined[:, others], predict(runs["all"], x)[:, others])
+    assert not np.allclose(combined[:, eyes], predict(runs["all"], x)[:, eyes])
+
+
+def test_submission_follows_the_lookup_table_and_clips_to_the_image(sweep, tiny_data, tmp_path):
+    lookup = pd.read_csv(tiny_data / "IdLookupTable.csv")
+    result = submission(find_runs([sweep]), tiny_data)
+    assert list(result.columns) == ["RowId", "Location"] and (result["RowId"] == lookup["RowId"]).all()
+    assert result["Location"].between(0, 96).all() and result["Location"].nunique() > 10
+    far = make_run(tmp_path / "far", tiny_data, bias=100.0)  # 100 * 48 + 48 px, far off the image
+    assert (submission(find_runs([far]), tiny_data)["Location"] == 96).all()
+
+
+def test_submission_needs_every_asked_column(tiny_data, tmp_path):
+    eyes = make_run(tmp_path / "eyes", tiny_data, "eyes")
+    with pytest.raises(DataError, match=r"IdLookupTable\.csv: line \d+: no run predicts"):
+        submission(find_runs([eyes]), tiny_data)
+
+
+def edited(tiny_data, tmp_path, name, edit):
+    """A copy of the tiny dataset with one file's lines edited."""
+    data = tmp_path / "edited"
+    shutil.copytree(tiny_data, data)
+    lines = (data / name).read_text().splitlines(keepends=True)
+    (data / name).write_text("".join(edit(lines)))
+    return data
+
+
+@pytest.mark.parametrize("name, edit, message", [
+    ("test.csv", lambda l: [l[0], l[1], l[1]] + l[3:], r"test\.csv: line 3: ImageId 1 repeats line 2"),
+    ("test.csv", lambda l: l[:2] + ["," + l[2].split(",", 1)[1]] + l[3:], r"test\.csv: line 3: ImageId is empty"),
+    ("IdLookupTable.csv", lambda l: l[:3] + ["3,999,nose_tip_x,\n"] + l[4:],
+     r"IdLookupTable\.csv: line 4: ImageId 999 is not in test\.csv \(ImageIds 1\.\.12\)"),
+    ("IdLookupTable.csv", lambda l: l[:3] + ["3,1,nose_x,\n"] + l[4:],
+     r"IdLookupTable\.csv: line 4: FeatureName 'nose_x' is not a keypoint column; did you mean 'nose_tip_x'\?"),
+])
+def test_bad_test_files_stop_with_one_line(sweep, tiny_data, tmp_path, name, edit, message):
+    data = edited(tiny_data, tmp_path, name, edit)
+    with pytest.raises(DataError, match=message):
+        submission(find_runs([sweep]), data)
+
+
+def test_the_command_exits_with_one_line_on_bad_input(tmp_path, capsys):
+    with pytest.raises(SystemExit, match=r"^error: .*nowhere: no checkpoint, run directory") as exit_:
+        main(["predict", str(tmp_path / "nowhere")])
+    assert "\n" not in str(exit_.value)
+
+
+def labelled_csv(path, tiny_data, keypoints):
+    """tiny test.csv's images labelled with the given (N, 30) keypoints in pixels."""
+    test = pd.read_csv(tiny_data / "test.csv")
+    frame = pd.DataFrame(keypoints, columns=list(COLUMNS))
+    frame["Image"] = test["Image"]
+    frame.to_csv(path, index=False)
+    return path
+
+
+def test_evaluate_reports_rmse_in_pixels_per_keypoint_and_overall(sweep, tiny_data, tmp_path):
+    runs = find_runs([sweep])
+    _, images = read_csv(find_file(tiny_data, "test.csv"), None)
+    truth = predict_columns(runs, to_tensors(images)) + 3.0  # every label 3 px off the prediction
+    truth[::2, 4:] = np.nan  # half the faces labelled only on the eye centres
+    table = evaluate(runs, labelled_csv(tmp_path / "labelled.csv", tiny_data, truth))
+    assert np.allclose(table["rmse_px"], 3.0, atol=1e-3)
+    assert table.loc["left_eye_center", "values"] == 2 * 12 and table.loc["nose_tip", "values"] == 2 * 6
+    assert table.loc["overall", "values"] == np.isfinite(truth).sum()
+
+
+def test_evaluate_on_the_held_out_rows_by_default(sweep, capsys):
+    main(["evaluate", str(sweep)])
+    out = capsys.readouterr().out
+    assert "overall" in out and "mouth_center_bottom_lip" in out
+
+
+def run_pipeline(cwd, data_dir, *overrides):
+    command = [sys.executable, "-m", "keypoints.specialists", "experiment=specialists", "data=kaggle",
+               f"data.dir={data_dir}", "epoch_budget.scratch=null", "epoch_budget.pretrained=null",
+               "trainer.max_epochs=1", "+trainer.limit_train_batches=2", "+trainer.limit_val_batches=1",
+               f"hydra.sweep.dir={cwd}/sweep", *TINY, *overrides]
+    proc = subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return cwd / "sweep", proc
+
+
+@pytest.mark.slow
+def test_tiny_sweep_trains_six_specialists_from_one_base_net_and_submits(tiny_data, tmp_path):
+    sweep, proc = run_pipeline(tmp_path, tiny_data)
+    runs = find_runs([sweep])
+    assert sorted(r.cfg.specialist.name for r in runs) == sorted(
+        ["all", "eyes", "nose", "mouth", "mouth_bottom", "eye_corners", "eyebrows"])
+    assert all(r.cfg.init_from == str(sweep / "all") for r in runs if r.cfg.specialist.name != "all")
+    assert (proc.stdout + proc.stderr).count("init_from ") == 6  # each specialist logs what it copied
+    assert (sweep / "curves.png").stat().st_size > 10_000
+    result = pd.read_csv(sweep / "submission.csv")
+    lookup = pd.read_csv(tiny_data / "IdLookupTable.csv")
+    assert (result["RowId"] == lookup["RowId"]).all() and result["Location"].between(0, 96).all()
+
+
+@pytest.mark.slow
+def test_realfaces_sweep_submits_one_row_per_lookup_row(realfaces, tmp_path):
+    sweep, _ = run_pipeline(tmp_path, realfaces, f"paths.cache_dir={tmp_path}/cache")
+    result = pd.read_csv(sweep / "submission.csv")
+    assert len(result) == 10130 == len(pd.read_csv(realfaces / "IdLookupTable.csv"))
+    assert result["Location"].notna().all() and result["Location"].between(0, 96).all()
