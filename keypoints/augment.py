@@ -71,7 +71,7 @@ class Affine:
         grid = F.affine_grid(theta, list(x.shape), align_corners=False)
         # Edge pixels are repeated rather than black corners no real photo has.
         x = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
-        points = y.view(len(y), -1, 2) @ a.transpose(1, 2) + b.unsqueeze(1)  # rows are (x, y) pairs
+        points = y.reshape(len(y), -1, 2) @ a.transpose(1, 2) + b.unsqueeze(1)  # columns alternate x, y
         inside = (points.abs() <= 1).all(2, keepdim=True).expand_as(points).reshape(y.shape)
         mask = mask * inside
         return x, points.reshape(y.shape) * mask, mask
