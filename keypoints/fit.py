@@ -9,6 +9,7 @@ from pathlib import Path
 import pytorch_lightning as pl
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.utilities import rank_zero_only
 
 from keypoints.callbacks import EarlyStopping, History
 from keypoints.faults import RandomState, RunError, divergence, interruptible
@@ -50,7 +51,8 @@ def fit(cfg: DictConfig, resume_from: Path | None = None) -> dict:
         cfg.trainer.max_epochs = max(1, int(budget / len(counter.train_set)))
     pl.seed_everything(cfg.seed, workers=True)
     out = Path(cfg.paths.output_dir)
-    if resume_from is None:
+    # DDP's other ranks re-run train.py into the same directory: only rank 0 claims it.
+    if resume_from is None and rank_zero_only.rank == 0:
         if (out / "config.yaml").exists():  # e.g. a fixed hydra.run.dir used twice
             raise RunError(f"{out} already holds a run; choose another hydra.run.dir, or continue it with resume={out}")
         out.mkdir(parents=True, exist_ok=True)

@@ -81,7 +81,7 @@ def test_init_from_rejects_a_missing_path_and_another_architecture(tmp_path):
 
 
 def test_epoch_budget_sets_max_epochs_and_the_schedule_follows_and_faces_are_logged(tiny_data, tmp_path):
-    cfg = compose("data=kaggle", f"data.dir={tiny_data}", "schedule=linear", "epoch_budget.scratch=100",
+    cfg = compose("data=kaggle", f"data.dir={tiny_data}", "schedule=linear", "loss=mse", "epoch_budget.scratch=100",
                   f"paths.output_dir={tmp_path}", f"paths.cache_dir={tmp_path}/cache", "trainer.enable_progress_bar=false",
                   *TINY_NET)
     metrics = fit(cfg)
