@@ -55,5 +55,8 @@ class KeypointsModule(pl.LightningModule):
         if self.scheduler is None:
             return optimizer
         scheduler = dict(self.scheduler)
-        scheduler["scheduler"] = scheduler["scheduler"](optimizer)
+        # A per-batch schedule (one-cycle) spans every optimiser step of the run, which only the
+        # Trainer knows: it depends on the data's size, max_epochs and the devices.
+        steps = {"total_steps": int(self.trainer.estimated_stepping_batches)} if scheduler["interval"] == "step" else {}
+        scheduler["scheduler"] = scheduler["scheduler"](optimizer, **steps)
         return {"optimizer": optimizer, "lr_scheduler": scheduler}

@@ -60,7 +60,7 @@ def test_diverging_run_stops_and_keeps_its_best_epoch(tiny_data, tmp_path, caplo
 @pytest.mark.slow
 def test_run_diverging_in_its_first_epoch_is_an_error(tiny_data, tmp_path):
     with pytest.raises(RunError, match=r"valid_loss became (nan|inf) at epoch 0, before any epoch with finite losses"):
-        fit(configure(tmp_path, tiny_data, "optimizer.lr=1e6", "trainer.max_epochs=3"))
+        fit(configure(tmp_path, tiny_data, "optimizer=sgd", "schedule=constant", "optimizer.lr=1e6", "trainer.max_epochs=3"))
 
 
 def test_divergence_names_the_first_non_finite_loss():

@@ -17,7 +17,7 @@ from keypoints.nets import output_layer
 from keypoints.specialists import init_from, spread_over_gpus
 
 SPECIALISTS = sorted(p.stem for p in (ROOT / "conf" / "specialist").glob("*.yaml"))
-TINY_NET = ("net.channels=[4,4,4,4]", "net.hidden=8")
+TINY_NET = ("net=cnn", "net.channels=[4,4,4]", "net.hidden=8")
 
 
 def test_the_tutorial_groups_exist():

@@ -17,7 +17,7 @@ from keypoints.data import DataError, find_file, read_csv, to_tensors
 from keypoints.nets import output_layer
 from keypoints.submit import evaluate, find_runs, main, predict, predict_columns, submission
 
-TINY = ("net.channels=[4,4,4,4]", "net.hidden=8", "trainer.enable_progress_bar=false")
+TINY = ("net=cnn", "net.channels=[4,4,4]", "net.hidden=8", "trainer.enable_progress_bar=false")
 
 
 def make_run(directory, data_dir, specialist="all", seed=0, bias=None):
