@@ -8,7 +8,7 @@ Each is timed over whole epochs after a warm-up epoch (validation and, for kfkd,
 included) and run `--repeats` times interleaved; the medians and their ratios are printed, with
 the achieved fraction of the measured bf16 matmul peak.
 
-    flock /tmp/kfkd-cpu.lock python -m benchmarks.throughput data.dir=../shared/data/realfaces
+    flock /tmp/kfkd-cpu.lock python -m benchmarks.throughput experiment=net2 data.dir=../shared/data/realfaces
 """
 from __future__ import annotations
 
