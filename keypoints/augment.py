@@ -20,7 +20,7 @@ class Flip:
     presence mask is permuted with the targets so a missing keypoint stays missing.
     """
 
-    def __init__(self, flip_indices: list[list[int]], p: float = 0.5):
+    def __init__(self, flip_indices: list[list[int]], p: float):
         self.p = p
         self.flip_indices = [tuple(pair) for pair in flip_indices]
 

@@ -12,7 +12,7 @@ def batch(n=6):
 
 def test_mirror_flips_pixels_negates_x_and_swaps_pairs():
     x, y, mask = batch()
-    fx, fy, fm = Flip(PAIRS).mirror(x, y, mask)
+    fx, fy, fm = Flip(PAIRS, p=0.5).mirror(x, y, mask)
     assert torch.equal(fx[..., 0], x[..., 95])
     # The flipped left eye is the mirrored right eye: x negated, y kept.
     assert torch.equal(fy[:, 0], -y[:, 2]) and torch.equal(fy[:, 1], y[:, 3])
@@ -21,23 +21,23 @@ def test_mirror_flips_pixels_negates_x_and_swaps_pairs():
 
 def test_flipping_twice_is_identity():
     x, y, mask = batch()
-    flip = Flip(PAIRS)
+    flip = Flip(PAIRS, p=0.5)
     assert all(torch.equal(a, b) for a, b in zip(flip.mirror(*flip.mirror(x, y, mask)), (x, y, mask)))
 
 
 def test_flip_mirrors_about_half_the_batch_and_keeps_the_rest():
     torch.manual_seed(0)
     x, y, mask = batch(400)
-    fx, fy, fm = Flip(PAIRS)(x, y, mask)
+    fx, fy, fm = Flip(PAIRS, p=0.5)(x, y, mask)
     mirrored = (fx != x).flatten(1).any(1)
     assert 150 < mirrored.sum() < 250
     assert torch.equal(fy[~mirrored], y[~mirrored])
-    assert torch.equal(fy[mirrored], Flip(PAIRS).mirror(x, y, mask)[1][mirrored])
+    assert torch.equal(fy[mirrored], Flip(PAIRS, p=0.5).mirror(x, y, mask)[1][mirrored])
 
 
 def test_no_pairs_only_negates_x():
     x, y, mask = batch()
-    _, fy, _ = Flip([]).mirror(x, y[:, :2], mask[:, :2])
+    _, fy, _ = Flip([], p=0.5).mirror(x, y[:, :2], mask[:, :2])
     assert torch.equal(fy, y[:, :2] * torch.tensor([-1.0, 1.0]))
 
 
@@ -76,7 +76,7 @@ def test_a_dot_drawn_at_a_keypoint_lands_on_the_moved_keypoint():
 
 def test_a_dot_drawn_at_a_keypoint_lands_on_the_flipped_keypoint():
     points = torch.tensor([[20.3, 40.0], [70.0, 33.6], [48.0, 50.0]])
-    x, y, _ = Flip([]).mirror(dots(points), to_targets(points), torch.ones(3, 2))
+    x, y, _ = Flip([], p=0.5).mirror(dots(points), to_targets(points), torch.ones(3, 2))
     assert torch.allclose(dot_centres(x), y * 48 + 48, atol=0.05)
 
 
