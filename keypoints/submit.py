@@ -25,8 +25,6 @@ from keypoints.columns import COLUMNS, IMAGE_SIZE, KEYPOINTS
 from keypoints.data import HALF, DataError, find_file, read_csv, to_tensors
 from keypoints.specialists import checkpoint_path, net_weights
 
-BATCH = 256
-
 
 @dataclass
 class Run:
@@ -69,7 +67,7 @@ def predict(run: Run, x: torch.Tensor) -> np.ndarray:
     net.load_state_dict(net_weights(run.checkpoint))
     net.to(device).eval()
     with torch.inference_mode():
-        out = torch.cat([net(batch.to(device)).float().cpu() for batch in x.split(BATCH)])
+        out = torch.cat([net(batch.to(device)).float().cpu() for batch in x.split(run.cfg.data.batch_size)])
     return out.numpy() * HALF + HALF
 
 
