@@ -1,12 +1,14 @@
-"""Training throughput, side by side in one process: kfkd vs a minimal hand-written PyTorch loop.
+"""Training throughput, side by side in one script run: kfkd vs a minimal hand-written PyTorch loop.
 
 Three loops train the same net on the same tensors with the same batch size and optimizer:
 - kfkd: the Trainer `train.py` builds (callbacks, checkpoints, logger, progress bar, precision);
 - hand: a minimal loop with the same precision and memory format, validating every epoch too;
 - tutorial: the same minimal loop in fp32 with contiguous tensors, as the 2014 tutorial ran.
-Each is timed over whole epochs after a warm-up epoch (validation and, for kfkd, checkpoints
-included) and run `--repeats` times interleaved; the medians and their ratios are printed, with
-the achieved fraction of the measured bf16 matmul peak.
+Each is timed over whole epochs after a warm-up epoch (validation and, for kfkd, checkpoints and the
+end of fit included) and run `--repeats` times interleaved; the medians and their ratios are
+printed, with the achieved fraction of the measured bf16 matmul peak. All three share the process,
+and so the memory allocator settings train.py makes (`keep_freed_memory`); the tutorial's loop is
+also timed in a fresh process with glibc's default allocator, as plain PyTorch runs it.
 
     flock /tmp/kfkd-cpu.lock python -m benchmarks.throughput experiment=net2 data.dir=../shared/data/realfaces
 """
@@ -16,6 +18,8 @@ import argparse
 import contextlib
 import os
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -28,20 +32,18 @@ from omegaconf import OmegaConf
 from torch.utils.flop_counter import FlopCounterMode
 
 from keypoints.fit import build
+from keypoints.hardware import keep_freed_memory
 from keypoints.module import masked_mse
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 
 
 class EpochTimer(pl.Callback):
-    """Wall time from the start of the second epoch to the end of training."""
+    """When the second epoch starts."""
 
     def on_train_epoch_start(self, trainer, pl_module):
         if trainer.current_epoch == 1:
             self.start = time.perf_counter()
-
-    def on_train_end(self, trainer, pl_module):
-        self.seconds = time.perf_counter() - self.start
 
 
 def kfkd(cfg, epochs: int) -> float:
@@ -55,7 +57,7 @@ def kfkd(cfg, epochs: int) -> float:
         trainer.callbacks.append(timer)
         with open(os.devnull, "w") as null, contextlib.redirect_stdout(null), contextlib.redirect_stderr(null):
             trainer.fit(module, datamodule=datamodule)  # the progress bar still renders, unseen
-        return len(datamodule.train_set) * (epochs - 1) / timer.seconds
+        return len(datamodule.train_set) * (epochs - 1) / (time.perf_counter() - timer.start)
 
 
 def hand(cfg, train, valid, epochs: int, bf16: bool, channels_last: bool) -> float:
@@ -112,12 +114,16 @@ def _timed(fn) -> float:
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--epochs", type=int, default=5, help="per run; the first is a warm-up")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--epochs", type=int, default=10, help="per run; the first is a warm-up")
+    parser.add_argument("--loop", choices=["kfkd", "hand", "tutorial"],
+                        help="time this loop alone, once, and print its img/s")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides, as for train.py")
     args = parser.parse_args()
     with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
         cfg = compose("config", overrides=["data=kaggle", "paths.output_dir=unused", *args.overrides])
+    if cfg.keep_freed_memory:
+        keep_freed_memory()
     datamodule = instantiate(cfg.data, columns=list(cfg.specialist.columns))
     datamodule.setup()
     train, valid = datamodule.train_set.tensors, datamodule.valid_set.tensors
@@ -125,17 +131,25 @@ def main():
     print(f"net {cfg.net._target_} {list(cfg.net.channels) if 'channels' in cfg.net else ''}, "
           f"{len(train[0])} train / {len(valid[0])} valid images, batch {cfg.data.batch_size}, "
           f"precision {cfg.trainer.precision}, channels_last {cfg.channels_last}, "
+          f"keep_freed_memory {cfg.keep_freed_memory}, "
           f"{torch.get_num_threads()} threads, {args.epochs} epochs x {args.repeats} repeats")
     loops = {
         "kfkd": lambda: kfkd(cfg, args.epochs),
         "hand": lambda: hand(cfg, train, valid, args.epochs, bf16, cfg.channels_last),
         "tutorial": lambda: hand(cfg, train, valid, args.epochs, False, False),
     }
+    if args.loop:
+        print(loops[args.loop]())
+        return
+    if cfg.keep_freed_memory:  # the tutorial's loop as plain PyTorch runs it: a process with glibc's defaults
+        loops["tutorial, glibc malloc"] = lambda: float(subprocess.run(
+            [sys.executable, "-m", "benchmarks.throughput", "--loop", "tutorial", "--epochs", str(args.epochs),
+             *args.overrides, "keep_freed_memory=false"], capture_output=True, text=True, check=True).stdout.split()[-1])
     runs = {name: [] for name in loops}
     for r in range(args.repeats):
         for name, loop in loops.items():
             runs[name].append(loop())
-            print(f"  repeat {r}: {name:8s} {runs[name][-1]:7.1f} img/s", flush=True)
+            print(f"  repeat {r}: {name:22s} {runs[name][-1]:7.1f} img/s", flush=True)
     median = {name: statistics.median(v) for name, v in runs.items()}
     flops = train_flops_per_image(cfg, train[1].shape[1])
     peak = matmul_peak(torch.bfloat16 if bf16 else torch.float32)

@@ -13,6 +13,7 @@ from pytorch_lightning.utilities import rank_zero_only
 
 from keypoints.callbacks import EarlyStopping, History
 from keypoints.faults import RandomState, RunError, divergence, interruptible
+from keypoints.hardware import keep_freed_memory
 from keypoints.module import KeypointsModule
 from keypoints.plots import log_sample_faces
 from keypoints.specialists import init_from, spread_over_gpus
@@ -42,6 +43,8 @@ def fit(cfg: DictConfig, resume_from: Path | None = None) -> dict:
     """Train one net as configured, or continue one from its checkpoint `resume_from`; return (and
     write to metrics.json) its final metrics."""
     start = time.time()
+    if cfg.keep_freed_memory:
+        keep_freed_memory()
     cfg = OmegaConf.merge(cfg, cfg.specialist.overrides)  # the tutorial's per-specialist kwargs
     spread_over_gpus(cfg)
     budget = cfg.epoch_budget.pretrained if cfg.init_from else cfg.epoch_budget.scratch

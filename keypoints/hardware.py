@@ -1,7 +1,11 @@
-"""What the machine computes fast: the default precision, `${fastest_precision:ACCELERATOR}` in conf/trainer."""
+"""What the machine computes fast: the default precision (`${fastest_precision:ACCELERATOR}` in
+conf/trainer), and memory that training steps reuse instead of faulting in anew."""
 from __future__ import annotations
 
+import ctypes
 from pathlib import Path
+
+M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4  # glibc's mallopt parameters (malloc.h)
 
 
 def fastest_precision(accelerator: str) -> str:
@@ -25,3 +29,18 @@ def cpu_flags() -> set[str]:
     except OSError:
         return set()
     return {flag for line in text.splitlines() if line.startswith("flags") for flag in line.split(":", 1)[1].split()}
+
+
+def keep_freed_memory() -> bool:
+    """Have glibc's malloc keep freed memory for reuse instead of handing it back to the system.
+
+    By default glibc maps every large block (activations, gradients) afresh and unmaps it when it is
+    freed, so each training step page-faults its memory in again: that was a third of net2's time on
+    this CPU (BENCHMARKS.md). With mmap and trimming off, freed blocks are reused, and the process
+    keeps its peak memory. False where the C library is not glibc (macOS, Windows, musl): their
+    allocators are left as they are."""
+    try:
+        mallopt = ctypes.CDLL("libc.so.6").mallopt
+    except (OSError, AttributeError):
+        return False
+    return mallopt(M_MMAP_MAX, 0) == 1 and mallopt(M_TRIM_THRESHOLD, 2**31 - 1) == 1

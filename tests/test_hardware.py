@@ -1,6 +1,10 @@
+import resource
+import subprocess
+import sys
+
 import pytest
 
-from conftest import compose
+from conftest import ROOT, compose
 from keypoints import hardware
 
 
@@ -16,3 +20,27 @@ def test_cpu_trainer_defaults_to_bf16_only_where_the_cpu_has_it(monkeypatch, fla
 def test_gpu_trainer_without_a_gpu_falls_back_to_fp32(monkeypatch):
     monkeypatch.setattr("torch.cuda.is_available", lambda: False)
     assert compose("trainer=gpu").trainer.precision == "32"
+
+
+def test_keep_freed_memory_reuses_large_blocks_without_page_faults():
+    # In a fresh process, as train.py runs: a test session's heap has been through much else.
+    code = """
+import resource, sys, torch
+from keypoints import hardware
+if not hardware.keep_freed_memory():
+    sys.exit(3)
+
+def faults_to_fill_100_mb():
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    torch.ones(100_000_000 // 4)  # allocated, written, freed
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+
+faults_to_fill_100_mb(), faults_to_fill_100_mb()  # the heap grows to hold the block
+print(sum(faults_to_fill_100_mb() for _ in range(3)))
+"""
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    if proc.returncode == 3:
+        pytest.skip("not glibc")
+    assert proc.returncode == 0, proc.stderr
+    # glibc's default maps each such block anew: every page faults in again, every time.
+    assert int(proc.stdout) < 3 * 100_000_000 / resource.getpagesize() / 10
