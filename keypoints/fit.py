@@ -73,9 +73,11 @@ def fit(cfg: DictConfig, resume_from: Path | None = None) -> dict:
             raise RunError(f"{diverged}, before any epoch with finite losses: nothing to keep (a lower optimizer.lr?)")
         log.warning(f"{diverged}: training stopped; epoch {stopper.best_epoch}'s weights restored, "
                     f"its checkpoint kept at {trainer.checkpoint_callback.best_model_path}")
-    # Validate the weights the run ends with (the best epoch's, restored by EarlyStopping).
+    # Validate the weights the run ends with (the best epoch's, restored by EarlyStopping), for
+    # metrics.json: in TensorBoard it would be a point past the last epoch.
+    logger, trainer.loggers = trainer.logger, []
     final = trainer.validate(module, datamodule=datamodule, verbose=False)[0]
-    log_sample_faces(trainer.logger, module, datamodule.valid_set, trainer.current_epoch)
+    log_sample_faces(logger, module, datamodule.valid_set, trainer.current_epoch)
     metrics = {
         "train_loss": history[-1]["train_loss"] if history else None,
         "valid_loss": final["valid_loss"],

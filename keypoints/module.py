@@ -46,6 +46,15 @@ class KeypointsModule(pl.LightningModule):
         self.valid_mse.reset()
         self.log("valid_loss", mse, prog_bar=False, sync_dist=True)
         self.log("valid_rmse_px", mse.sqrt() * HALF, prog_bar=True, sync_dist=True)
+        self._log_epoch_as_step()
+
+    def on_train_epoch_end(self):
+        self._log_epoch_as_step()
+
+    def _log_epoch_as_step(self):
+        # Lightning plots a logged "step" as the x-axis: epochs, so that nets trained on different
+        # numbers of rows (the specialists) line up in TensorBoard, as in the tutorial's curves.
+        self.log("step", float(self.current_epoch))
 
     def predict_step(self, batch, batch_idx):
         return self(batch[0]).float()

@@ -6,7 +6,7 @@ base net's weights (all but the output layer, whose size follows the specialist'
     python -m keypoints.specialists experiment=specialists data=kaggle data.dir=DIR [overrides]
 
 trains `specialist=all` into <sweep>/all, then the specialists of `hydra.sweeper.params.specialist`
-(the preset's six) through Hydra multirun with `init_from=<sweep>/all` (add `hydra/launcher=local`
+(the preset's six; without one, every specialist in conf/specialist/) through Hydra multirun with `init_from=<sweep>/all` (add `hydra/launcher=local`
 to run them in parallel processes), then writes
 <sweep>/curves.png and, when the data has a test.csv, <sweep>/submission.csv.
 """
@@ -102,16 +102,14 @@ def pipeline(overrides: list[str]) -> Path:
     from keypoints import plots, submit
 
     cfg = compose(overrides)
-    if "specialist" not in cfg.hydra.sweeper.params:
-        raise DataError("hydra.sweeper.params.specialist: not set; expected the specialists to sweep "
-                        "(experiment=specialists sets the tutorial's six)")
+    swept = [] if "specialist" in (cfg.hydra.sweeper.params or {}) else ["specialist=" + ",".join(specialists())]
     sweep = Path(cfg.hydra.sweep.dir)
     base = sweep / "all"
     # Launcher and sweeper settings are for the specialists' multirun, not the single base run.
     multirun_only = ("hydra/launcher", "hydra.launcher", "hydra.sweeper")
     base_overrides = [o for o in overrides if not o.lstrip("+~").startswith(multirun_only)]
     train(*base_overrides, "specialist=all", "init_from=null", f"hydra.run.dir={base}")
-    train("-m", *overrides, f"init_from={base}", f"hydra.sweep.dir={sweep}")
+    train("-m", *overrides, *swept, f"init_from={base}", f"hydra.sweep.dir={sweep}")
     print(f"learning curves: {plots.learning_curves(sweep)}")
     runs = submit.find_runs([sweep])
     try:
@@ -122,6 +120,11 @@ def pipeline(overrides: list[str]) -> Path:
         print(f"submission: {submit.write_submission(runs, cfg.data.dir, sweep / 'submission.csv')}")
     print(f"runs: tensorboard --logdir {sweep}")
     return sweep
+
+
+def specialists() -> list[str]:
+    """The specialists conf/specialist/ defines: every file there but `all`, the base net's."""
+    return sorted(p.stem for p in (ROOT / "conf" / "specialist").glob("*.yaml") if p.stem != "all")
 
 
 def main(argv: list[str] | None = None) -> None:

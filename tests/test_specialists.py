@@ -14,6 +14,7 @@ from keypoints.columns import COLUMNS
 from keypoints.data import DataError
 from keypoints.fit import fit
 from keypoints.nets import output_layer
+from keypoints import specialists
 from keypoints.specialists import init_from, spread_over_gpus
 
 SPECIALISTS = sorted(p.stem for p in (ROOT / "conf" / "specialist").glob("*.yaml"))
@@ -93,6 +94,9 @@ def test_epoch_budget_sets_max_epochs_and_the_schedule_follows_and_faces_are_log
     events.Reload()
     (image,) = events.Images("valid_faces")
     assert image.width > 300 and image.height > 300
+    # Learning curves are plotted against epochs, one point each (not against optimiser steps).
+    for curve in ["train_loss", "valid_loss", "valid_rmse_px"]:
+        assert [e.step for e in events.Scalars(curve)] == list(range(metrics["epochs"]))
 
 
 def test_multirun_jobs_spread_over_the_gpus(monkeypatch):
@@ -109,3 +113,20 @@ def test_multirun_jobs_spread_over_the_gpus(monkeypatch):
         cfg.trainer.devices = 1
     spread_over_gpus(cfg)
     assert cfg.trainer.devices == 1  # CPU runs are left alone
+
+
+def test_the_pipeline_sweeps_every_specialist_when_the_preset_names_none(monkeypatch, tmp_path):
+    calls = []
+
+    def train(*args):  # record the two train.py commands instead of training
+        calls.append(args)
+        if len(calls) == 2:
+            raise SystemExit(0)
+
+    monkeypatch.setattr(specialists, "train", train)
+    with pytest.raises(SystemExit):
+        specialists.pipeline(["experiment=fast", f"hydra.sweep.dir={tmp_path}"])
+    base, multirun = calls
+    assert "specialist=all" in base and not any(a.startswith("specialist=e") for a in base)
+    assert multirun[0] == "-m" and f"specialist={','.join(s for s in SPECIALISTS if s != 'all')}" in multirun
+    assert f"init_from={tmp_path / 'all'}" in multirun
