@@ -3,7 +3,8 @@ improving epoch's checkpoint (64 MB for net2: weights and momentum) cost a tenth
 Here the newest checkpoint waits in memory and is written once `min_interval_s` has passed since
 the last write, and always when training ends, however it ends: Lightning tears the strategy down
 after Ctrl-C, SIGTERM and errors too. Only a killed process (SIGKILL, power loss) loses up to
-`min_interval_s` of progress."""
+`min_interval_s` of progress. (ModelCheckpoint's own `train_time_interval` saves in the middle of
+an epoch, labelled with the previous epoch's valid_loss: not the best epoch's weights.)"""
 from __future__ import annotations
 
 import copy

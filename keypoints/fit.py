@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from keypoints.plots import log_sample_faces
 from keypoints.specialists import init_from, spread_over_gpus
 
 log = logging.getLogger(__name__)
+FINAL_METRIC = "hp/valid_rmse_px"
 
 
 def build(cfg: DictConfig):
@@ -61,7 +63,9 @@ def fit(cfg: DictConfig, resume_from: Path | None = None) -> dict:
         out.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(cfg, out / "config.yaml", resolve=True)
     datamodule, module, trainer = build(cfg)
-    trainer.logger.log_hyperparams(_flat(cfg))
+    # TensorBoard's hyperparameter table: the resolved config (Lightning flattens it) against the
+    # final valid RMSE, which is logged once the best weights are restored (NaN until then).
+    trainer.logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True), {FINAL_METRIC: math.nan})
     with interruptible(cfg):
         # weights_only=False: the checkpoint is this run's own, and holds the generators' states
         trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from, weights_only=False)
@@ -78,6 +82,8 @@ def fit(cfg: DictConfig, resume_from: Path | None = None) -> dict:
     logger, trainer.loggers = trainer.logger, []
     final = trainer.validate(module, datamodule=datamodule, verbose=False)[0]
     log_sample_faces(logger, module, datamodule.valid_set, trainer.current_epoch)
+    logger.log_metrics({FINAL_METRIC: final["valid_rmse_px"]}, step=len(history))
+    logger.finalize("success")
     metrics = {
         "train_loss": history[-1]["train_loss"] if history else None,
         "valid_loss": final["valid_loss"],
@@ -94,16 +100,3 @@ def fit(cfg: DictConfig, resume_from: Path | None = None) -> dict:
         (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     return metrics
 
-
-def _flat(cfg: DictConfig) -> dict:
-    """The resolved config as flat `a.b.c: value` pairs, for TensorBoard's hyperparameter table."""
-    flat = {}
-
-    def walk(node, prefix):
-        for key, value in node.items():
-            if isinstance(value, dict):
-                walk(value, f"{prefix}{key}.")
-            else:
-                flat[f"{prefix}{key}"] = value if isinstance(value, (int, float, str, bool)) else str(value)
-    walk(OmegaConf.to_container(cfg, resolve=True), "")
-    return flat

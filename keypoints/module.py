@@ -17,8 +17,8 @@ def masked_mse(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> 
 
 
 class KeypointsModule(pl.LightningModule):
-    def __init__(self, net: nn.Module, optimizer: Callable, scheduler: dict | None = None,
-                 augment: Sequence[Callable] = (), channels_last: bool = False):
+    def __init__(self, net: nn.Module, optimizer: Callable, scheduler: dict | None,
+                 augment: Sequence[Callable], channels_last: bool):
         super().__init__()
         self.net, self.optimizer, self.scheduler, self.augment = net, optimizer, scheduler, list(augment)
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format

@@ -81,4 +81,3 @@ def log_sample_faces(logger, module, valid_set, step: int) -> None:
     true = np.where(mask.cpu().numpy() > 0, y.cpu().numpy() * HALF + HALF, np.nan)
     fig = face_grid(x[:, 0].float().cpu().numpy(), predicted, true)
     logger.experiment.add_figure("valid_faces", fig, global_step=step)
-    logger.experiment.flush()  # the fit has already finalised the logger: nothing else will

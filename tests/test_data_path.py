@@ -5,6 +5,7 @@ from keypoints import data
 
 def test_second_load_reads_the_cache_instead_of_parsing(tiny_data, tmp_path, monkeypatch):
     first = data.read_csv(tiny_data / "training.csv", tmp_path)
+    assert len(list(tmp_path.glob("*.npz"))) == 1
 
     def no_parsing(*args):
         raise AssertionError("parsed again although the cache is fresh")

@@ -5,6 +5,9 @@ import numpy as np
 import pytest
 
 from hydra.utils import instantiate
+from omegaconf import OmegaConf
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tensorboard.plugins.hparams import metadata
 
 from conftest import compose, run_train
 
@@ -23,7 +26,14 @@ def test_train_writes_metrics_events_checkpoints_and_config(tiny_data, tmp_path)
     assert metrics["epochs"] == 2 and len(metrics["history"]) == 2
     assert {"train_loss", "valid_loss", "valid_rmse_px", "best_epoch", "wall_time_s"} <= metrics.keys()
     assert np.isclose(metrics["valid_rmse_px"], np.sqrt(metrics["valid_loss"]) * 48, rtol=1e-4)
-    assert list(run.glob("events.out.tfevents.*"))
+    # TensorBoard's hyperparameter table holds the resolved config, flattened by Lightning.
+    events = EventAccumulator(str(run))
+    events.Reload()
+    start = events.summary_metadata["_hparams_/session_start_info"].plugin_data.content
+    assert metadata.parse_session_start_info_plugin_data(start).hparams["trainer/max_epochs"].number_value == 2
+    assert events.Scalars("hp/valid_rmse_px")[-1].value == pytest.approx(metrics["valid_rmse_px"], rel=1e-5)
+    hparams = OmegaConf.load(run / "hparams.yaml")
+    assert hparams.trainer.max_epochs == 2 and hparams.loss.drop_incomplete is False
     assert {p.name for p in (run / "checkpoints").iterdir()} == {"best.ckpt", "last.ckpt"}
     assert (run / "config.yaml").is_file()
     assert f"valid RMSE: {metrics['valid_rmse_px']:.3f} px" in proc.stdout
