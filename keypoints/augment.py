@@ -13,29 +13,35 @@ import torch.nn.functional as F
 from keypoints.data import HALF
 
 
+def flip_permutation(n_outputs: int, flip_indices: list[tuple[int, int]]) -> list[int]:
+    """The column order of a mirrored face: each left/right pair of `flip_indices` swapped."""
+    perm = list(range(n_outputs))
+    for a, b in flip_indices:
+        perm[a], perm[b] = b, a
+    return perm
+
+
+def mirror_targets(y: torch.Tensor, flip_indices: list[tuple[int, int]]) -> torch.Tensor:
+    """Targets (N, K) of mirrored faces: x negated (targets are scaled to [-1, 1] about the image
+    centre) and the left/right `flip_indices` pairs swapped."""
+    sign = torch.ones(y.shape[1], device=y.device, dtype=y.dtype)
+    sign[0::2] = -1  # columns alternate x, y
+    return (y * sign)[:, flip_permutation(y.shape[1], flip_indices)]
+
+
 class Flip:
     """Mirror a random half of the batch: x targets negated, left/right `flip_indices` pairs swapped.
 
-    Targets are scaled to [-1, 1] around the image centre, so mirroring x is a sign change; the
-    presence mask is permuted with the targets so a missing keypoint stays missing.
+    The presence mask is permuted with the targets, so a missing keypoint stays missing.
     """
 
     def __init__(self, flip_indices: list[list[int]], p: float):
         self.p = p
         self.flip_indices = [tuple(pair) for pair in flip_indices]
 
-    def permutation(self, n_outputs: int) -> torch.Tensor:
-        perm = torch.arange(n_outputs)
-        for a, b in self.flip_indices:
-            perm[a], perm[b] = b, a
-        return perm
-
     def mirror(self, x: torch.Tensor, y: torch.Tensor, mask: torch.Tensor):
         """Mirror every sample of the batch."""
-        perm = self.permutation(y.shape[1]).to(y.device)
-        sign = torch.ones(y.shape[1], device=y.device, dtype=y.dtype)
-        sign[0::2] = -1  # columns alternate x, y
-        return x.flip(-1), (y * sign)[:, perm], mask[:, perm]
+        return x.flip(-1), mirror_targets(y, self.flip_indices), mask[:, flip_permutation(mask.shape[1], self.flip_indices)]
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor, mask: torch.Tensor):
         chosen = torch.rand(len(x), device=x.device) < self.p

@@ -175,16 +175,88 @@ def as_is(batch):
     return batch
 
 
+def read_groups(path: str | Path, n_rows: int) -> tuple[np.ndarray, str]:
+    """The group of each of training.csv's `n_rows` rows, from a CSV `row,<group>` (one line per
+    row, in any order), and the group column's name."""
+    path = Path(path).expanduser()
+    expected = f"expected a CSV of row,<group> (e.g. row,person) with a line for each of training.csv's {n_rows} rows"
+    try:
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except FileNotFoundError:
+        raise DataError(f"{path}: file not found (data.groups); {expected}") from None
+    except (ValueError, OSError, pd.errors.EmptyDataError) as e:
+        raise DataError(f"{path}: not a readable CSV ({str(e).splitlines()[0]}); {expected}") from None
+    if len(frame.columns) != 2 or frame.columns[0] != "row":
+        raise DataError(f"{path}: columns {list(frame.columns)}; {expected}")
+    name = frame.columns[1]
+    rows = pd.to_numeric(frame["row"], errors="coerce").to_numpy()
+    bad = np.isnan(rows) | (rows != np.round(rows)) | (rows < 0) | (rows >= n_rows)
+    if bad.any():
+        line = bad.argmax()
+        raise DataError(f"{path}: line {_line(line)}: row {frame['row'].iloc[line]!r} is not a row of training.csv "
+                        f"(0..{n_rows - 1})")
+    empty = (frame[name].str.strip() == "").to_numpy()
+    if empty.any():
+        line = empty.argmax()
+        raise DataError(f"{path}: line {_line(line)}: row {frame['row'].iloc[line]} has no {name}")
+    rows = rows.astype(np.int64)
+    repeated = pd.Series(rows).duplicated().to_numpy()
+    if repeated.any():
+        line = repeated.argmax()
+        raise DataError(f"{path}: line {_line(line)}: row {rows[line]} repeats line {_line(rows.tolist().index(rows[line]))}")
+    if len(rows) != n_rows:
+        missing = np.setdiff1d(np.arange(n_rows), rows)
+        raise DataError(f"{path}: {len(rows)} rows, but training.csv has {n_rows}; no line for row {missing[0]}")
+    groups = np.empty(n_rows, object)
+    groups[rows] = frame[name].to_numpy()
+    return groups, name
+
+
+def excluded_groups(exclude: str | list | None, name: str) -> set[str]:
+    """Group ids to leave out: a list, or a CSV whose column `name` holds them."""
+    if exclude is None:
+        return set()
+    if not isinstance(exclude, str):
+        return {str(g) for g in exclude}
+    path = Path(exclude).expanduser()
+    try:
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except (OSError, ValueError, pd.errors.EmptyDataError) as e:
+        raise DataError(f"{path}: not a readable CSV (data.exclude_groups: {str(e).splitlines()[0]})") from None
+    if name not in frame.columns:
+        raise DataError(f"{path}: {_no_column(name, frame.columns)} (data.exclude_groups: a list of {name} ids, "
+                        f"or a CSV with a {name} column)")
+    return set(frame[name]) - {""}
+
+
+def held_out_rows(n_rows: int, valid_fraction: float, seed: int, groups: np.ndarray | None) -> np.ndarray:
+    """Which rows validation holds out (bool, n_rows): a seeded `valid_fraction` of the rows, drawn
+    by whole groups when `groups` is given (every row of a group on the same side)."""
+    held_out = np.zeros(n_rows, bool)
+    rng = np.random.default_rng(seed)
+    target = int(round(n_rows * valid_fraction))
+    if groups is None:
+        held_out[rng.permutation(n_rows)[:target]] = True
+        return held_out
+    codes, _ = pd.factorize(pd.Series(groups), sort=True)
+    sizes = np.bincount(codes)
+    order = rng.permutation(len(sizes))
+    taken = order[np.cumsum(sizes[order]) - sizes[order] < target]  # whole groups until the target is met
+    return np.isin(codes, taken)
+
+
 class KeypointsDataModule(pl.LightningDataModule):
-    """Kaggle training data for the selected columns, split 80/20 with a seeded permutation."""
+    """Kaggle training data for the selected columns, split 80/20 with a seeded permutation of the
+    rows, or of whole groups of rows (`groups`: the people) so that validation is on unseen people."""
 
     def __init__(self, dir: str, columns: list[str], drop_incomplete: bool, batch_size: int,
-                 valid_fraction: float, split_seed: int, cache_dir: str | None = None,
-                 generate: dict | None = None):
+                 valid_fraction: float, split_seed: int, cache_dir: str | None,
+                 generate: dict | None, groups: str | None, exclude_groups: str | list | None):
         super().__init__()
         self.dir, self.columns, self.drop_incomplete = Path(dir), list(columns), drop_incomplete
         self.batch_size, self.valid_fraction, self.split_seed = batch_size, valid_fraction, split_seed
         self.cache_dir, self.generate = cache_dir, generate
+        self.groups, self.exclude_groups = groups, exclude_groups
 
     def prepare_data(self):
         if self.generate is not None and not (self.dir / "training.csv").is_file():
@@ -198,11 +270,16 @@ class KeypointsDataModule(pl.LightningDataModule):
         path = find_file(self.dir, "training.csv")
         frame, images = read_csv(path, self.cache_dir)
         rows = select(frame, self.columns, path, self.drop_incomplete)
+        groups = None
+        if self.groups is not None:
+            groups, name = read_groups(self.groups, len(frame))
+            left_out = excluded_groups(self.exclude_groups, name)
+            rows = rows[~np.isin(groups[rows].astype(str), list(left_out))]
+        elif self.exclude_groups is not None:
+            raise DataError("data.exclude_groups needs data.groups: the file that says which group each row is")
         # The split is drawn over all rows of the file, before selection, so every specialist
         # validates on a subset of the same held-out rows and never on rows its base net trained on.
-        order = np.random.default_rng(self.split_seed).permutation(len(frame))
-        held_out = np.zeros(len(frame), bool)
-        held_out[order[:int(round(len(frame) * self.valid_fraction))]] = True
+        held_out = held_out_rows(len(frame), self.valid_fraction, self.split_seed, groups)
         train_rows, valid_rows = rows[~held_out[rows]], rows[held_out[rows]]
         if not len(train_rows) or not len(valid_rows):
             raise DataError(f"{path}: {len(rows)} usable rows cannot be split {1 - self.valid_fraction:.0%}/{self.valid_fraction:.0%}")

@@ -6,14 +6,13 @@ base net's weights (all but the output layer, whose size follows the specialist'
     python -m keypoints.specialists experiment=specialists data=kaggle data.dir=DIR [overrides]
 
 trains `specialist=all` into <sweep>/all, then the specialists of `hydra.sweeper.params.specialist`
-(the preset's six; without one, every specialist in conf/specialist/) through Hydra multirun with `init_from=<sweep>/all` (add `hydra/launcher=local`
-to run them in parallel processes), then writes
+(the preset's six; without one, every specialist in conf/specialist/) through Hydra multirun with
+`init_from=<sweep>/all` (add `hydra/launcher=local` to run them in parallel processes), then writes
 <sweep>/curves.png and, when the data has a test.csv, <sweep>/submission.csv.
 """
 from __future__ import annotations
 
 import logging
-import pickle
 import subprocess
 import sys
 from pathlib import Path
@@ -23,29 +22,10 @@ from torch import nn
 
 from keypoints.data import DataError, find_file
 from keypoints.nets import output_layer
+from keypoints.runs import checkpoint_path, net_weights
 
 log = logging.getLogger(__name__)
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def checkpoint_path(path: str | Path) -> Path:
-    """A checkpoint file, or a run directory's checkpoints/best.ckpt."""
-    path = Path(path).expanduser()
-    ckpt = path / "checkpoints" / "best.ckpt" if path.is_dir() else path
-    if not ckpt.is_file():
-        raise DataError(f"{ckpt}: no such checkpoint; expected a .ckpt file or a run directory holding "
-                        f"checkpoints/best.ckpt")
-    return ckpt
-
-
-def net_weights(path: str | Path) -> dict[str, torch.Tensor]:
-    """The net's tensors from a run's checkpoint, named as in the net (no `net.` prefix)."""
-    ckpt = checkpoint_path(path)
-    try:  # the project's own checkpoints: the scheduler's state holds numpy arrays, not only tensors
-        state = torch.load(ckpt, map_location="cpu", weights_only=False)["state_dict"]
-    except (RuntimeError, KeyError, EOFError, pickle.UnpicklingError) as e:
-        raise DataError(f"{ckpt}: not a kfkd checkpoint ({str(e).splitlines()[0][:200]})") from None
-    return {k.removeprefix("net."): v for k, v in state.items() if k.startswith("net.")}
 
 
 def init_from(net: nn.Module, path: str | Path) -> list[str]:
@@ -99,7 +79,7 @@ def train(*args: str) -> None:
 
 def pipeline(overrides: list[str]) -> Path:
     """Train the base net, then the specialists initialised from it, all in one sweep directory."""
-    from keypoints import plots, submit
+    from keypoints import plots, runs, submit
 
     cfg = compose(overrides)
     swept = [] if "specialist" in (cfg.hydra.sweeper.params or {}) else ["specialist=" + ",".join(specialists())]
@@ -111,13 +91,13 @@ def pipeline(overrides: list[str]) -> Path:
     train(*base_overrides, "specialist=all", "init_from=null", f"hydra.run.dir={base}")
     train("-m", *overrides, *swept, f"init_from={base}", f"hydra.sweep.dir={sweep}")
     print(f"learning curves: {plots.learning_curves(sweep)}")
-    runs = submit.find_runs([sweep])
     try:
         find_file(cfg.data.dir, "test.csv")
     except DataError:
         pass  # training data alone: nothing to submit
     else:
-        print(f"submission: {submit.write_submission(runs, cfg.data.dir, sweep / 'submission.csv')}")
+        model, found = runs.load([sweep])
+        print(f"submission: {submit.write_submission(model, found, cfg.data.dir, sweep / 'submission.csv')}")
     print(f"runs: tensorboard --logdir {sweep}")
     return sweep
 

@@ -1,10 +1,11 @@
 """Predict with trained runs, write the Kaggle submission, and measure RMSE on labelled faces.
 
-    python -m keypoints.submit predict SWEEP_OR_RUN_OR_CKPT... [--data DIR] [--out submission.csv]
-    python -m keypoints.submit evaluate SWEEP_OR_RUN_OR_CKPT... [--csv labelled.csv]
+    python -m keypoints.submit predict SWEEP_OR_RUN_OR_CKPT... [--data DIR] [--out submission.csv] [--tta flip]
+    python -m keypoints.submit evaluate SWEEP_OR_RUN_OR_CKPT... [--csv labelled.csv] [--tta flip]
 
-Every run's net is rebuilt from its config.yaml and loaded from its best checkpoint. The 30 columns
-are assembled from all runs: a net with fewer columns (a specialist) wins over a wider one (`all`).
+Every run's net is rebuilt from its config.yaml and loaded from its best checkpoint, and the 30
+columns are assembled from all runs (keypoints.runs): a net with fewer columns (a specialist) wins
+over a wider one (`all`). `--tta flip` averages each prediction with that of the mirrored face.
 `evaluate` without --csv uses the held-out validation rows of the runs' training.csv.
 """
 from __future__ import annotations
@@ -12,71 +13,16 @@ from __future__ import annotations
 import argparse
 import difflib
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
 
+from keypoints import runs as trained
 from keypoints.columns import COLUMNS, IMAGE_SIZE, KEYPOINTS
 from keypoints.data import HALF, DataError, find_file, read_csv, to_tensors
-from keypoints.specialists import checkpoint_path, net_weights
-
-
-@dataclass
-class Run:
-    dir: Path
-    checkpoint: Path
-    cfg: DictConfig
-
-    @property
-    def columns(self) -> list[str]:
-        return list(self.cfg.specialist.columns)
-
-
-def _run(directory: Path, checkpoint: Path) -> Run:
-    config = directory / "config.yaml"
-    if not config.is_file():
-        raise DataError(f"{config}: not found; expected the run directory that {checkpoint.name} was trained in")
-    return Run(directory, checkpoint, OmegaConf.load(config))
-
-
-def find_runs(paths: list[str | Path]) -> list[Run]:
-    """The runs named by checkpoints, run directories, or sweep directories (one run per subdirectory)."""
-    runs = []
-    for path in map(Path, paths):
-        if path.is_file():  # checkpoints/<name>.ckpt inside a run directory
-            runs.append(_run(path.parent.parent, path))
-        elif (path / "config.yaml").is_file():
-            runs.append(_run(path, checkpoint_path(path)))
-        else:
-            found = sorted(d for d in path.glob("*/") if (d / "config.yaml").is_file())
-            if not found:
-                raise DataError(f"{path}: no checkpoint, run directory (config.yaml) or sweep directory of runs")
-            runs += [_run(d, checkpoint_path(d)) for d in found]
-    return runs
-
-
-def predict(run: Run, x: torch.Tensor) -> np.ndarray:
-    """The run's predictions in pixels, (N, len(run.columns)), in batches on the fastest device."""
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    net = instantiate(run.cfg.net, n_outputs=len(run.columns))
-    net.load_state_dict(net_weights(run.checkpoint))
-    net.to(device).eval()
-    with torch.inference_mode():
-        out = torch.cat([net(batch.to(device)).float().cpu() for batch in x.split(run.cfg.data.batch_size)])
-    return out.numpy() * HALF + HALF
-
-
-def predict_columns(runs: list[Run], x: torch.Tensor) -> np.ndarray:
-    """All 30 columns in pixels (NaN where no run predicts one); narrower nets overwrite wider ones."""
-    out = np.full((len(x), len(COLUMNS)), np.nan)
-    for run in sorted(runs, key=lambda r: -len(r.columns)):
-        out[:, [COLUMNS.index(c) for c in run.columns]] = predict(run, x)
-    return out
 
 
 def read_test(data_dir: str | Path, cache_dir: str | Path | None) -> tuple[np.ndarray, np.ndarray]:
@@ -117,31 +63,38 @@ def read_lookup(data_dir: str | Path, image_ids: np.ndarray) -> tuple[pd.DataFra
     return lookup, image, column
 
 
-def submission(runs: list[Run], data_dir: str | Path) -> pd.DataFrame:
+def predict_columns(model: trained.Assembled, runs: list[trained.Run], x: torch.Tensor) -> np.ndarray:
+    """All 30 columns in pixels for faces x (NaN where no run predicts one), in the runs' batch size."""
+    out = np.full((len(x), len(COLUMNS)), np.nan)
+    out[:, [COLUMNS.index(c) for c in model.columns]] = model.predict(x, runs[0].cfg.data.batch_size)
+    return out
+
+
+def submission(model: trained.Assembled, runs: list[trained.Run], data_dir: str | Path) -> pd.DataFrame:
     """The Kaggle submission `RowId,Location` in IdLookupTable order, checked before it is returned."""
     ids, images = read_test(data_dir, runs[0].cfg.paths.cache_dir)
     lookup, image, column = read_lookup(data_dir, ids)
     needed = np.unique(image)  # only the images the lookup table asks about
     predictions = np.full((len(ids), len(COLUMNS)), np.nan)
-    predictions[needed] = predict_columns(runs, to_tensors(images[needed]))
+    predictions[needed] = predict_columns(model, runs, to_tensors(images[needed]))
     location = predictions[image, column]
     if np.isnan(location).any():
         row = np.isnan(location).argmax()
         raise DataError(f"IdLookupTable.csv: line {row + 2}: no run predicts {COLUMNS[column[row]]}; "
-                        f"runs cover {sorted({c for r in runs for c in r.columns})}")
+                        f"runs cover {model.columns}")
     result = pd.DataFrame({"RowId": lookup["RowId"], "Location": np.clip(location, 0, IMAGE_SIZE)})
     assert len(result) == len(lookup) and result["Location"].notna().all()
     return result
 
 
-def write_submission(runs: list[Run], data_dir: str | Path, out: str | Path) -> Path:
+def write_submission(model: trained.Assembled, runs: list[trained.Run], data_dir: str | Path, out: str | Path) -> Path:
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    submission(runs, data_dir).to_csv(out, index=False)
+    submission(model, runs, data_dir).to_csv(out, index=False)
     return out
 
 
-def labelled_faces(runs: list[Run], csv: str | Path | None) -> tuple[torch.Tensor, np.ndarray]:
+def labelled_faces(runs: list[trained.Run], csv: str | Path | None) -> tuple[torch.Tensor, np.ndarray]:
     """Images and their 30 keypoint columns in pixels (NaN where unlabelled): the CSV, or the held-out rows."""
     cfg = runs[0].cfg
     if csv is None:
@@ -156,10 +109,10 @@ def labelled_faces(runs: list[Run], csv: str | Path | None) -> tuple[torch.Tenso
     return to_tensors(images), frame[list(COLUMNS)].to_numpy(np.float64)
 
 
-def evaluate(runs: list[Run], csv: str | Path | None = None) -> pd.DataFrame:
+def evaluate(model: trained.Assembled, runs: list[trained.Run], csv: str | Path | None = None) -> pd.DataFrame:
     """RMSE in pixels per keypoint (x and y together) and overall, over the labelled values."""
     x, truth = labelled_faces(runs, csv)
-    error = (predict_columns(runs, x) - truth) ** 2
+    error = (predict_columns(model, runs, x) - truth) ** 2
     labelled = ~np.isnan(truth)
     if (labelled & np.isnan(error)).any():
         name = COLUMNS[(labelled & np.isnan(error)).any(axis=0).argmax()]
@@ -181,14 +134,16 @@ def main(argv: list[str] | None = None) -> None:
     e = commands.add_parser("evaluate", help="RMSE in pixels per keypoint and overall")
     e.add_argument("runs", nargs="+", help="sweep directories, run directories or .ckpt files")
     e.add_argument("--csv", help="a labelled CSV in training.csv's format (default: the held-out validation rows)")
+    for command in (p, e):
+        command.add_argument("--tta", choices=["flip"], help="average with the prediction for the mirrored face")
     args = parser.parse_args(argv)
     try:
-        runs = find_runs(args.runs)
+        model, runs = trained.load(args.runs, flip=args.tta == "flip")
         if args.command == "predict":
-            out = write_submission(runs, args.data or runs[0].cfg.data.dir, args.out)
+            out = write_submission(model, runs, args.data or runs[0].cfg.data.dir, args.out)
             print(f"wrote {out}")
         else:
-            print(evaluate(runs, args.csv).to_string(float_format="%.3f"))
+            print(evaluate(model, runs, args.csv).to_string(float_format="%.3f"))
     except DataError as error:
         sys.exit(f"error: {error}")
 

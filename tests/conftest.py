@@ -38,3 +38,34 @@ def run_train(cwd: Path, *overrides: str, check: bool = True) -> subprocess.Comp
     if check and proc.returncode != 0:
         raise AssertionError(f"train.py failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
     return proc
+
+
+TINY = ("net=cnn", "net.channels=[4,4,4]", "net.hidden=8", "trainer.enable_progress_bar=false")
+
+
+def make_run(directory, data_dir, specialist="all", seed=0, bias=None):
+    """A run directory as train.py leaves it (config.yaml, checkpoints/best.ckpt), with an untrained net."""
+    import torch
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+    from keypoints.nets import output_layer
+
+    cfg = compose("data=kaggle", f"data.dir={data_dir}", f"specialist={specialist}", f"paths.output_dir={directory}",
+                  f"paths.cache_dir={directory.parent}/cache", *TINY)
+    torch.manual_seed(seed)
+    net = instantiate(cfg.net, n_outputs=len(cfg.specialist.columns))
+    if bias is not None:
+        with torch.no_grad():
+            net.get_submodule(output_layer(net)).bias.fill_(bias)
+    (directory / "checkpoints").mkdir(parents=True)
+    torch.save({"state_dict": {f"net.{k}": v for k, v in net.state_dict().items()}}, directory / "checkpoints" / "best.ckpt")
+    OmegaConf.save(cfg, directory / "config.yaml", resolve=True)
+    return directory
+
+
+@pytest.fixture
+def sweep(tiny_data, tmp_path):
+    """A sweep directory holding an `all` run and an `eyes` run."""
+    make_run(tmp_path / "sweep" / "all", tiny_data, "all", seed=0)
+    make_run(tmp_path / "sweep" / "0_eyes", tiny_data, "eyes", seed=1)
+    return tmp_path / "sweep"

@@ -5,7 +5,8 @@ import pytest
 from keypoints.columns import COLUMNS
 from keypoints.data import DataError, KeypointsDataModule, find_file, parse_pixels, read_csv, select
 
-KW = dict(batch_size=4, valid_fraction=0.25, split_seed=0)
+KW = dict(batch_size=4, valid_fraction=0.25, split_seed=0, cache_dir=None, generate=None, groups=None,
+          exclude_groups=None)
 
 
 def write_training(path, keypoints: list[dict], rng=np.random.default_rng(0)):
@@ -82,15 +83,6 @@ def test_split_is_seeded_and_shared_by_all_column_selections(tmp_path):
         assert not (train_x == image).flatten(1).all(1).any()
 
 
-def test_cache_makes_the_second_load_identical(tmp_path):
-    path = write_training(tmp_path / "training.csv", [{c: 40.0 for c in COLUMNS}] * 3)
-    first = read_csv(path, tmp_path / "cache")
-    assert len(list((tmp_path / "cache").glob("*.npz"))) == 1
-    second = read_csv(path, tmp_path / "cache")
-    np.testing.assert_array_equal(first[1], second[1])
-    pd.testing.assert_frame_equal(first[0], second[0])
-
-
 def test_missing_file_names_it_and_kaggle(tmp_path):
     with pytest.raises(DataError, match=r"training\.csv: file not found.*facial-keypoints-detection"):
         find_file(tmp_path, "training.csv")
@@ -108,3 +100,81 @@ def test_realfaces_load(realfaces, tmp_path):
     assert len(select(frame, list(COLUMNS), realfaces, drop_incomplete=True)) == 824
     test, test_images = read_csv(find_file(realfaces, "test.csv"), tmp_path)
     assert list(test.columns) == ["ImageId"] and test_images.shape == (682, 96, 96)
+
+
+def write_groups(path, groups, header="row,person"):
+    path.write_text(header + "\n" + "".join(f"{row},{g}\n" for row, g in enumerate(groups)))
+    return path
+
+
+def datamodule(directory, **kw):
+    dm = KeypointsDataModule(str(directory), list(COLUMNS), drop_incomplete=False, **{**KW, **kw})
+    dm.setup()
+    return dm
+
+
+def rows_of(dm_set):
+    return {int(x) for x in dm_set[:][1][:, 0].mul(48).add(48).round().tolist()}
+
+
+def test_groups_split_holds_out_whole_groups_seeded(tmp_path):
+    # 40 rows, each identified by its nose x (row number); 10 people of 4 rows each.
+    write_training(tmp_path / "training.csv", [{"left_eye_center_x": float(r), "left_eye_center_y": 1.0} for r in range(40)])
+    people = [r % 10 for r in range(40)]
+    groups = write_groups(tmp_path / "people.csv", people)
+    dm = datamodule(tmp_path, groups=str(groups))
+    train, valid = rows_of(dm.train_set), rows_of(dm.valid_set)
+    assert train | valid == set(range(40)) and len(valid) == 12  # whole people, a quarter of the rows (rounded up)
+    assert not {people[r] for r in train} & {people[r] for r in valid}
+    assert rows_of(datamodule(tmp_path, groups=str(groups)).valid_set) == valid
+    assert rows_of(datamodule(tmp_path, groups=str(groups), split_seed=1).valid_set) != valid
+    # Without groups the random split puts rows of one person on both sides.
+    plain = datamodule(tmp_path)
+    assert {people[r] for r in rows_of(plain.train_set)} & {people[r] for r in rows_of(plain.valid_set)}
+
+
+def test_excluded_groups_neither_train_nor_validate(tmp_path):
+    write_training(tmp_path / "training.csv", [{"left_eye_center_x": float(r), "left_eye_center_y": 1.0} for r in range(40)])
+    people = [r % 10 for r in range(40)]
+    groups = str(write_groups(tmp_path / "people.csv", people))
+    (tmp_path / "photos.csv").write_text("file,person\na.jpg,3\nb.jpg,7\n")
+    for exclude in ([3, 7], str(tmp_path / "photos.csv")):
+        dm = datamodule(tmp_path, groups=groups, exclude_groups=exclude)
+        seen = rows_of(dm.train_set) | rows_of(dm.valid_set)
+        assert seen == {r for r in range(40) if people[r] not in (3, 7)}
+    with pytest.raises(DataError, match="exclude_groups needs data.groups"):
+        datamodule(tmp_path, exclude_groups=[3])
+    (tmp_path / "other.csv").write_text("file,who\na.jpg,3\n")
+    with pytest.raises(DataError, match=r"other\.csv: no column 'person'.*data\.exclude_groups"):
+        datamodule(tmp_path, groups=groups, exclude_groups=str(tmp_path / "other.csv"))
+
+
+@pytest.mark.parametrize("text, message", [
+    ("row,person\n" + "".join(f"{r},{r}\n" for r in range(7)), r"people\.csv: 7 rows, but training\.csv has 8; no line for row 7"),
+    ("row,person\n" + "".join(f"{r},{r}\n" for r in [0, 1, 2, 3, 4, 5, 6, 6]), r"people\.csv: line 9: row 6 repeats line 8"),
+    ("row,person\n" + "".join(f"{r},{r}\n" for r in range(7)) + "8,1\n", r"people\.csv: line 9: row '8' is not a row of training\.csv \(0\.\.7\)"),
+    ("row,person\n" + "".join(f"{r},{r}\n" for r in range(7)) + "7,\n", r"people\.csv: line 9: row 7 has no person"),
+    ("id,person\n" + "".join(f"{r},{r}\n" for r in range(8)), r"people\.csv: columns \['id', 'person'\]; expected a CSV of row,<group>"),
+    ("row\n" + "".join(f"{r}\n" for r in range(8)), r"people\.csv: columns \['row'\]; expected a CSV of row,<group>"),
+])
+def test_a_wrong_groups_file_names_the_file_and_the_row(tmp_path, text, message):
+    write_training(tmp_path / "training.csv", [{"nose_tip_x": 40.0}] * 8)
+    (tmp_path / "people.csv").write_text(text)
+    with pytest.raises(DataError, match=message):
+        datamodule(tmp_path, groups=str(tmp_path / "people.csv"))
+    with pytest.raises(DataError, match=r"nowhere\.csv: file not found \(data\.groups\)"):
+        datamodule(tmp_path, groups=str(tmp_path / "nowhere.csv"))
+
+
+def test_realfaces_person_split_shares_no_person(realfaces, tmp_path):
+    people = pd.read_csv(realfaces / "training_people.csv")
+    dm = KeypointsDataModule(str(realfaces), list(COLUMNS), drop_incomplete=False,
+                             **{**KW, "valid_fraction": 0.2, "cache_dir": tmp_path, "groups": str(realfaces / "training_people.csv")})
+    dm.setup()
+    frame, images = read_csv(find_file(realfaces, "training.csv"), tmp_path)
+    # Rows by their images: which people each side holds.
+    index = {img.tobytes(): row for row, img in enumerate(images)}
+    side = lambda s: {people.person[index[(x[0].numpy() * 255).round().astype(np.uint8).tobytes()]] for x in s[:][0]}
+    train, valid = side(dm.train_set), side(dm.valid_set)
+    assert not train & valid and len(train) + len(valid) == people.person.nunique() == 333
+    assert abs(len(dm.valid_set) - 0.2 * 2849) < 15

@@ -10,7 +10,8 @@ from conftest import ROOT
 from keypoints.columns import COLUMNS
 from keypoints.data import DataError, KeypointsDataModule, read_csv, select
 
-KW = dict(batch_size=4, valid_fraction=0.25, split_seed=0)
+KW = dict(batch_size=4, valid_fraction=0.25, split_seed=0, cache_dir=None, generate=None, groups=None,
+          exclude_groups=None)
 PIXELS = " ".join(["7"] * 9216)
 
 

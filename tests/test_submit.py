@@ -8,73 +8,26 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from hydra.utils import instantiate
-from omegaconf import OmegaConf
 
-from conftest import ROOT, compose
+from conftest import ROOT, TINY, make_run
 from keypoints.columns import COLUMNS
 from keypoints.data import DataError, find_file, read_csv, to_tensors
-from keypoints.nets import output_layer
-from keypoints.submit import evaluate, find_runs, main, predict, predict_columns, submission
-
-TINY = ("net=cnn", "net.channels=[4,4,4]", "net.hidden=8", "trainer.enable_progress_bar=false")
-
-
-def make_run(directory, data_dir, specialist="all", seed=0, bias=None):
-    """A run directory as train.py leaves it (config.yaml, checkpoints/best.ckpt), with an untrained net."""
-    cfg = compose("data=kaggle", f"data.dir={data_dir}", f"specialist={specialist}", f"paths.output_dir={directory}",
-                  f"paths.cache_dir={directory.parent}/cache", *TINY)
-    torch.manual_seed(seed)
-    net = instantiate(cfg.net, n_outputs=len(cfg.specialist.columns))
-    if bias is not None:
-        with torch.no_grad():
-            net.get_submodule(output_layer(net)).bias.fill_(bias)
-    (directory / "checkpoints").mkdir(parents=True)
-    torch.save({"state_dict": {f"net.{k}": v for k, v in net.state_dict().items()}}, directory / "checkpoints" / "best.ckpt")
-    OmegaConf.save(cfg, directory / "config.yaml", resolve=True)
-    return directory
-
-
-@pytest.fixture
-def sweep(tiny_data, tmp_path):
-    """A sweep directory holding an `all` run and an `eyes` run."""
-    make_run(tmp_path / "sweep" / "all", tiny_data, "all", seed=0)
-    make_run(tmp_path / "sweep" / "0_eyes", tiny_data, "eyes", seed=1)
-    return tmp_path / "sweep"
-
-
-def test_find_runs_takes_sweeps_runs_and_checkpoints(sweep, tmp_path):
-    assert sorted(r.cfg.specialist.name for r in find_runs([sweep])) == ["all", "eyes"]
-    (run,) = find_runs([sweep / "0_eyes" / "checkpoints" / "best.ckpt"])
-    assert run.dir == sweep / "0_eyes" and run.columns == list(compose("specialist=eyes").specialist.columns)
-    with pytest.raises(DataError, match="empty: no checkpoint, run directory"):
-        find_runs([tmp_path / "empty"])
-
-
-def test_a_specialist_wins_over_the_all_net_for_its_columns(sweep):
-    runs = {r.cfg.specialist.name: r for r in find_runs([sweep])}
-    x = torch.rand(5, 1, 96, 96)
-    combined = predict_columns(list(runs.values()), x)
-    eyes = [COLUMNS.index(c) for c in runs["eyes"].columns]
-    others = [i for i in range(len(COLUMNS)) if i not in eyes]
-    assert np.allclose(combined[:, eyes], predict(runs["eyes"], x))
-    assert np.allclose(combined[:, others], predict(runs["all"], x)[:, others])
-    assert not np.allclose(combined[:, eyes], predict(runs["all"], x)[:, eyes])
-
+from keypoints import runs as trained
+from keypoints.submit import evaluate, main, predict_columns, submission
 
 def test_submission_follows_the_lookup_table_and_clips_to_the_image(sweep, tiny_data, tmp_path):
     lookup = pd.read_csv(tiny_data / "IdLookupTable.csv")
-    result = submission(find_runs([sweep]), tiny_data)
+    result = submission(*trained.load([sweep]), tiny_data)
     assert list(result.columns) == ["RowId", "Location"] and (result["RowId"] == lookup["RowId"]).all()
     assert result["Location"].between(0, 96).all() and result["Location"].nunique() > 10
     far = make_run(tmp_path / "far", tiny_data, bias=100.0)  # 100 * 48 + 48 px, far off the image
-    assert (submission(find_runs([far]), tiny_data)["Location"] == 96).all()
+    assert (submission(*trained.load([far]), tiny_data)["Location"] == 96).all()
 
 
 def test_submission_needs_every_asked_column(tiny_data, tmp_path):
     eyes = make_run(tmp_path / "eyes", tiny_data, "eyes")
     with pytest.raises(DataError, match=r"IdLookupTable\.csv: line \d+: no run predicts"):
-        submission(find_runs([eyes]), tiny_data)
+        submission(*trained.load([eyes]), tiny_data)
 
 
 def edited(tiny_data, tmp_path, name, edit):
@@ -97,7 +50,7 @@ def edited(tiny_data, tmp_path, name, edit):
 def test_bad_test_files_stop_with_one_line(sweep, tiny_data, tmp_path, name, edit, message):
     data = edited(tiny_data, tmp_path, name, edit)
     with pytest.raises(DataError, match=message):
-        submission(find_runs([sweep]), data)
+        submission(*trained.load([sweep]), data)
 
 
 def test_the_command_exits_with_one_line_on_bad_input(tmp_path, capsys):
@@ -116,11 +69,11 @@ def labelled_csv(path, tiny_data, keypoints):
 
 
 def test_evaluate_reports_rmse_in_pixels_per_keypoint_and_overall(sweep, tiny_data, tmp_path):
-    runs = find_runs([sweep])
+    model, runs = trained.load([sweep])
     _, images = read_csv(find_file(tiny_data, "test.csv"), None)
-    truth = predict_columns(runs, to_tensors(images)) + 3.0  # every label 3 px off the prediction
+    truth = predict_columns(model, runs, to_tensors(images)) + 3.0  # every label 3 px off the prediction
     truth[::2, 4:] = np.nan  # half the faces labelled only on the eye centres
-    table = evaluate(runs, labelled_csv(tmp_path / "labelled.csv", tiny_data, truth))
+    table = evaluate(model, runs, labelled_csv(tmp_path / "labelled.csv", tiny_data, truth))
     assert np.allclose(table["rmse_px"], 3.0, atol=1e-3)
     assert table.loc["left_eye_center", "values"] == 2 * 12 and table.loc["nose_tip", "values"] == 2 * 6
     assert table.loc["overall", "values"] == np.isfinite(truth).sum()
@@ -146,7 +99,7 @@ def run_pipeline(cwd, data_dir, *overrides):
 @pytest.mark.slow
 def test_tiny_sweep_trains_six_specialists_from_one_base_net_and_submits(tiny_data, tmp_path):
     sweep, proc = run_pipeline(tmp_path, tiny_data)
-    runs = find_runs([sweep])
+    runs = trained.find([sweep])
     assert sorted(r.cfg.specialist.name for r in runs) == sorted(
         ["all", "eyes", "nose", "mouth", "mouth_bottom", "eye_corners", "eyebrows"])
     assert all(r.cfg.init_from == str(sweep / "all") for r in runs if r.cfg.specialist.name != "all")

@@ -1,0 +1,134 @@
+"""Trained runs: find them, rebuild each net from its own config.yaml, load its weights, and
+assemble their columns into one model of Kaggle's keypoints in pixels.
+
+A run is found from the path it is given (a checkpoint, a run directory, or a sweep directory of
+runs) and read relative to that path, never through the absolute paths saved in its config, so a
+run moved, copied or rsynced elsewhere still loads. `submit`, `detect`, `export` and the
+specialists' weight transfer all load through here.
+"""
+from __future__ import annotations
+
+import pickle
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+
+from keypoints.augment import mirror_targets
+from keypoints.columns import COLUMNS
+from keypoints.data import HALF, DataError
+
+
+@dataclass
+class Run:
+    dir: Path
+    checkpoint: Path
+    cfg: DictConfig
+
+    @property
+    def columns(self) -> list[str]:
+        return list(self.cfg.specialist.columns)
+
+    def net(self) -> nn.Module:
+        """The run's net, rebuilt from its config and loaded with the checkpoint's weights, in eval mode."""
+        net = instantiate(self.cfg.net, n_outputs=len(self.columns))
+        net.load_state_dict(net_weights(self.checkpoint))
+        return net.eval()
+
+
+def checkpoint_path(path: str | Path) -> Path:
+    """A checkpoint file, or a run directory's checkpoints/best.ckpt."""
+    path = Path(path).expanduser()
+    ckpt = path / "checkpoints" / "best.ckpt" if path.is_dir() else path
+    if not ckpt.is_file():
+        raise DataError(f"{ckpt}: no such checkpoint; expected a .ckpt file or a run directory holding "
+                        f"checkpoints/best.ckpt")
+    return ckpt
+
+
+def read_checkpoint(path: str | Path) -> dict:
+    """A checkpoint's contents; a truncated or corrupt file is reported as such."""
+    ckpt = checkpoint_path(path)
+    try:  # the project's own checkpoints: the scheduler's state holds numpy arrays, not only tensors
+        return torch.load(ckpt, map_location="cpu", weights_only=False)
+    except PermissionError as e:
+        raise DataError(f"{ckpt}: cannot be read ({e.strerror})") from None
+    except (OSError, RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError) as e:
+        raise DataError(f"{ckpt}: truncated or corrupt ({str(e).splitlines()[0][:200]})") from None
+
+
+def net_weights(path: str | Path) -> dict[str, torch.Tensor]:
+    """The net's tensors from a run's checkpoint, named as in the net (no `net.` prefix)."""
+    checkpoint = read_checkpoint(path)
+    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
+        raise DataError(f"{checkpoint_path(path)}: not a kfkd checkpoint (no state_dict)")
+    return {k.removeprefix("net."): v for k, v in checkpoint["state_dict"].items() if k.startswith("net.")}
+
+
+def _run(directory: Path, checkpoint: Path) -> Run:
+    config = directory / "config.yaml"
+    if not config.is_file():
+        raise DataError(f"{config}: not found; expected the run directory that {checkpoint.name} was trained in")
+    return Run(directory, checkpoint, OmegaConf.load(config))
+
+
+def find(paths: list[str | Path]) -> list[Run]:
+    """The runs named by checkpoints, run directories, or sweep directories (one run per subdirectory)."""
+    runs = []
+    for path in (Path(p).expanduser() for p in paths):
+        if path.is_file():  # checkpoints/<name>.ckpt inside a run directory
+            runs.append(_run(path.parent.parent, path))
+        elif (path / "config.yaml").is_file():
+            runs.append(_run(path, checkpoint_path(path)))
+        else:
+            found = sorted(d for d in path.glob("*/") if (d / "config.yaml").is_file())
+            if not found:
+                raise DataError(f"{path}: no checkpoint, run directory (config.yaml) or sweep directory of runs")
+            runs += [_run(d, checkpoint_path(d)) for d in found]
+    return runs
+
+
+class Assembled(nn.Module):
+    """Several runs' nets as one model: faces (N, 1, 96, 96) in [0, 1] -> keypoints (N, len(columns))
+    in pixels, `columns` in Kaggle's order. Each column comes from the narrowest net that predicts it
+    (a specialist over `all`). With `flip`, each net's prediction is averaged with its prediction for
+    the mirrored face, mirrored back with that net's flip_indices (test-time augmentation)."""
+
+    def __init__(self, nets: list[nn.Module], columns: list[list[str]], flip_indices: list[list], flip: bool):
+        super().__init__()
+        self.nets, self.flip = nn.ModuleList(nets), flip
+        source = {}  # column -> position in the nets' concatenated outputs; narrower nets come later and win
+        offsets = np.cumsum([0] + [len(c) for c in columns])
+        for i in sorted(range(len(nets)), key=lambda i: -len(columns[i])):
+            source.update({c: offsets[i] + j for j, c in enumerate(columns[i])})
+        self.columns = [c for c in COLUMNS if c in source]
+        self.register_buffer("take", torch.tensor([source[c] for c in self.columns]), persistent=False)
+        self.flip_indices = [[tuple(p) for p in pairs] for pairs in flip_indices]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        outputs = []
+        for net, pairs in zip(self.nets, self.flip_indices):
+            y = net(x).float()
+            if self.flip:
+                y = (y + mirror_targets(net(x.flip(-1)).float(), pairs)) / 2
+            outputs.append(y)
+        return torch.cat(outputs, 1)[:, self.take] * HALF + HALF
+
+    def predict(self, x: torch.Tensor, batch_size: int) -> np.ndarray:
+        """Keypoints in pixels (N, len(columns)) for faces x, in batches on the model's device."""
+        device = next(self.parameters()).device
+        with torch.inference_mode():
+            return torch.cat([self(b.to(device)).cpu() for b in x.split(batch_size)]).numpy()
+
+
+def load(paths: list[str | Path], flip: bool = False) -> tuple[Assembled, list[Run]]:
+    """The runs `paths` name, assembled into one model on the fastest device, in eval mode."""
+    runs = find(paths)
+    model = Assembled([r.net() for r in runs], [r.columns for r in runs],
+                      [list(r.cfg.specialist.flip_indices) for r in runs], flip)
+    return model.to("cuda" if torch.cuda.is_available() else "cpu").eval(), runs

@@ -1,0 +1,66 @@
+"""Loading trained runs: finding them, rebuilding their nets, assembling columns, flip test-time augmentation."""
+import numpy as np
+import pytest
+import torch
+
+from conftest import compose, make_run
+from keypoints import runs as trained
+from keypoints.columns import COLUMNS
+from keypoints.data import DataError
+
+
+def test_find_takes_sweeps_runs_and_checkpoints(sweep, tmp_path):
+    assert sorted(r.cfg.specialist.name for r in trained.find([sweep])) == ["all", "eyes"]
+    (run,) = trained.find([sweep / "0_eyes" / "checkpoints" / "best.ckpt"])
+    assert run.dir == sweep / "0_eyes" and run.columns == list(compose("specialist=eyes").specialist.columns)
+    with pytest.raises(DataError, match="empty: no checkpoint, run directory"):
+        trained.find([tmp_path / "empty"])
+
+
+def test_a_specialist_wins_over_the_all_net_for_its_columns(sweep):
+    model, runs = trained.load([sweep])
+    nets = {r.cfg.specialist.name: (r.net(), r.columns) for r in runs}
+    x = torch.rand(5, 1, 96, 96)
+    combined = model.predict(x, 4)
+    assert model.columns == list(COLUMNS)
+    with torch.no_grad():
+        alone = {name: net(x).numpy() * 48 + 48 for name, (net, _) in nets.items()}
+    eyes = [COLUMNS.index(c) for c in nets["eyes"][1]]
+    others = [i for i in range(len(COLUMNS)) if i not in eyes]
+    assert np.allclose(combined[:, eyes], alone["eyes"], atol=1e-4)
+    assert np.allclose(combined[:, others], alone["all"][:, others], atol=1e-4)
+    assert not np.allclose(combined[:, eyes], alone["all"][:, eyes], atol=1e-2)
+
+
+def test_a_specialist_alone_predicts_only_its_columns(sweep):
+    model, _ = trained.load([sweep / "0_eyes"])
+    assert model.columns == ["left_eye_center_x", "left_eye_center_y", "right_eye_center_x", "right_eye_center_y"]
+    assert model.predict(torch.rand(3, 1, 96, 96), 2).shape == (3, 4)
+
+
+def test_flip_tta_averages_with_the_mirrored_face_mirrored_back(sweep):
+    plain, runs = trained.load([sweep / "all"])
+    flipped, _ = trained.load([sweep / "all"], flip=True)
+    x = torch.rand(4, 1, 96, 96)
+    a, b = plain.predict(x, 4), plain.predict(x.flip(-1), 4)
+    # The mirrored face's keypoints, back in the face's frame: x -> 96 - x, left and right swapped.
+    back = b.copy()
+    back[:, 0::2] = 96 - back[:, 0::2]
+    for i, j in compose("specialist=all").specialist.flip_indices:
+        back[:, [i, j]] = back[:, [j, i]]
+    np.testing.assert_allclose(flipped.predict(x, 4), (a + back) / 2, atol=1e-3)
+    # A face and its mirror image get mirrored predictions.
+    twin = flipped.predict(x.flip(-1), 4)
+    twin[:, 0::2] = 96 - twin[:, 0::2]
+    for i, j in compose("specialist=all").specialist.flip_indices:
+        twin[:, [i, j]] = twin[:, [j, i]]
+    np.testing.assert_allclose(flipped.predict(x, 4), twin, atol=1e-3)
+
+
+@pytest.mark.parametrize("damage", [lambda b: b[: len(b) // 2], lambda b: b"\x00" * 64])
+def test_a_truncated_or_corrupt_checkpoint_is_reported_as_such(tiny_data, tmp_path, damage):
+    run = make_run(tmp_path / "run", tiny_data)
+    ckpt = run / "checkpoints" / "best.ckpt"
+    ckpt.write_bytes(damage(ckpt.read_bytes()))
+    with pytest.raises(DataError, match=rf"{ckpt}: truncated or corrupt \("):
+        trained.load([run])
