@@ -31,8 +31,10 @@ def build(cfg: DictConfig):
         net=instantiate(cfg.net, n_outputs=len(columns)),
         optimizer=instantiate(cfg.optimizer),
         scheduler=instantiate(cfg.schedule, _convert_="object") or None,
+        criterion=instantiate(cfg.loss.criterion),
         augment=list(instantiate(cfg.augment).values()),
         channels_last=cfg.channels_last,
+        averaging=instantiate(cfg.averaging) or None,
     )
     if cfg.init_from:
         init_from(module.net, cfg.init_from)
