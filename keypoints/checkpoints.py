@@ -88,7 +88,8 @@ class ModelCheckpoint(pl.callbacks.ModelCheckpoint):
     """Lightning's ModelCheckpoint for a run directory that may have been moved or copied since
     the checkpoint was saved: the paths in its saved state (best.ckpt, last.ckpt) are taken to be
     where the checkpoint directory is now. Lightning would otherwise keep the old directory's
-    best-model path and forget the best score, so that the next epoch counted as the best."""
+    best-model path and forget the best score: the next epoch would count as the best, saved to
+    best-v1.ckpt beside a stale best.ckpt."""
 
     def load_state_dict(self, state_dict):
         saved = state_dict.get("dirpath")
