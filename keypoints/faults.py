@@ -27,6 +27,7 @@ from omegaconf.errors import MissingMandatoryValue
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from keypoints.data import DataError
+from keypoints.runs import read_checkpoint, saved_config
 
 log = logging.getLogger(__name__)
 
@@ -51,31 +52,53 @@ def user_errors():
 
 
 def resume_point(cfg: DictConfig, hydra: DictConfig) -> tuple[DictConfig, Path]:
-    """For `resume=RUN_DIR`: the run's saved config, with any values the command line sets on top
-    (`trainer.max_epochs=...` to train on), and its checkpoint of the last finished epoch."""
-    run = Path(cfg.resume).resolve()
+    """For `resume=RUN_DIR`: the run's saved config, its own paths moved to where RUN_DIR is now and
+    any values the command line sets on top (`trainer.max_epochs=...` to train on), and the
+    checkpoint to go on from."""
+    run = Path(os.path.abspath(cfg.resume))
     if hydra.mode == RunMode.MULTIRUN:
         raise RunError("resume continues one run; drop -m/--multirun")
     if not (run / "config.yaml").is_file():
         raise RunError(f"{run}: not a run directory (no config.yaml)")
     if (run / "metrics.json").is_file():
         raise RunError(f"{run}: this run has finished (metrics.json is there); nothing to resume")
-    saved = OmegaConf.load(run / "config.yaml")
+    saved = saved_config(run)
     for override in hydra.overrides.task:
         key = override.split("=", 1)[0].lstrip("+")
         if key in hydra.runtime.choices or key.startswith("~"):
             raise RunError(f"resume={cfg.resume} keeps the run's config groups; drop {override}")
         if key not in ("resume", "hydra") and not key.startswith("hydra."):
             OmegaConf.update(saved, key, OmegaConf.select(cfg, key), force_add=True)
-    last = last_checkpoint(saved)
-    if not last.is_file():
-        raise RunError(f"{run}: no {last.name}: the run stopped before its first epoch ended; start it again")
-    return saved, last
+    return saved, resume_checkpoint(saved)
 
 
 def last_checkpoint(cfg: DictConfig) -> Path:
     """Where a run's ModelCheckpoint keeps the checkpoint of its last finished epoch."""
     return Path(cfg.callbacks.checkpoint.dirpath) / "last.ckpt"
+
+
+def resume_checkpoint(cfg: DictConfig) -> Path:
+    """The checkpoint a resumed run starts from: last.ckpt (the latest improving epoch's whole state,
+    a link to best.ckpt), else best.ckpt where last.ckpt is missing (`rsync -r` without -l leaves
+    links out) or broken; either holds the whole state at an epoch's end."""
+    last = last_checkpoint(cfg)
+    found = []
+    for path in (last, last.with_name(f"{cfg.callbacks.checkpoint.filename}.ckpt")):
+        if path.exists() and not any(path.samefile(f) for f in found):
+            found.append(path)
+    if not found:
+        raise RunError(f"{last.parent}: no last.ckpt or best.ckpt: the run stopped before its first epoch ended, "
+                       f"or its checkpoints were not copied with it; start it again")
+    for path in found[:-1]:
+        try:
+            read_checkpoint(path)
+            return path
+        except DataError as e:
+            broken = e
+    read_checkpoint(found[-1])  # broken too: the error says so, and that nothing is left to resume from
+    if len(found) > 1:
+        log.warning(f"{broken}; resuming from {found[-1]}")
+    return found[-1]
 
 
 class RandomState(pl.Callback):
