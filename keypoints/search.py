@@ -58,7 +58,7 @@ def space(overrides: list[str]) -> tuple[dict, list[str], dict[str, dict]]:
             else:  # interval(low, high), with tag(log, ...) for a log scale
                 distributions[key] = d.FloatDistribution(value.start, value.end, log="log" in value.tags)
         except (HydraException, ValueError, TypeError, IndexError) as e:
-            raise UserError(f"error: hydra.sweeper.params: {line}: {str(e).strip().splitlines()[0] or type(e).__name__}") from None
+            raise UserError(f"error: search space: {line}: {str(e).strip().splitlines()[0] or type(e).__name__}") from None
     return distributions, fixed, texts
 
 
@@ -193,7 +193,7 @@ class Search:
             self.validate([fixed + [f"{k}={texts[k][v.choices[0]] if k in texts else v.low}"
                                     for k, v in distributions.items()]])
         except HydraException as e:
-            raise UserError(f"error: hydra.sweeper.params: {str(e).strip().splitlines()[0]}") from None
+            raise UserError(f"error: search space: {str(e).strip().splitlines()[0]}") from None
         self.sweep_dir.mkdir(parents=True, exist_ok=True)
         study = open_study(settings, sampler=build(settings, "sampler"))
         self.check_same_search(study, fixed, distributions)

@@ -1,0 +1,168 @@
+"""The Optuna search (hparams_search=..., hydra/sweeper=optuna): space, presets, pruning, the study
+database, resuming, the best trial's command and preset, and the errors a user can make."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import optuna
+import pytest
+from hydra import compose as hydra_compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+from conftest import ROOT
+from keypoints.faults import UserError
+from keypoints.search import Search, build, space
+
+State = optuna.trial.TrialState
+HOPELESS = 10000  # a max_lr at which every run blows up in its first epoch: the pruner must stop it
+
+
+def test_space_reads_hydra_sweep_syntax():
+    distributions, fixed, texts = space(["lr=tag(log, interval(1e-4, 1e-2))", "batch=choice(64,128)", "depth=range(1,5)",
+                                         "channels=choice([4,8],[8,16])", "experiment=fast", "+trainer.x=3"])
+    d = optuna.distributions
+    assert distributions == {"lr": d.FloatDistribution(1e-4, 1e-2, log=True), "batch": d.CategoricalDistribution([64, 128]),
+                             "depth": d.IntDistribution(1, 4), "channels": d.CategoricalDistribution(["[4,8]", "[8,16]"])}
+    assert fixed == ["experiment=fast", "+trainer.x=3"]
+    trial = optuna.trial.FixedTrial({"batch": 128, "channels": "[8,16]", "lr": 0.001, "depth": 2})
+    trial.suggest_categorical("batch", [64, 128]), trial.suggest_categorical("channels", ["[4,8]", "[8,16]"])
+    trial.suggest_float("lr", 1e-4, 1e-2), trial.suggest_int("depth", 1, 4)
+    assert Search.trial_overrides(trial, texts) == ["batch=128", "channels=[8,16]", "lr=0.001", "depth=2"]
+
+
+@pytest.mark.parametrize("line, says", [("lr=interval(0.1, 0.01)", "lr=interval(0.1, 0.01): "),
+                                        ("lr=tag(log, interval(0, 1))", "lr=tag(log, interval(0, 1)): "),
+                                        ("lr=interval(1", "lr=interval(1: ")])
+def test_broken_space_names_the_setting(line, says):
+    with pytest.raises(UserError, match="^error: search space: " + says.replace("(", r"\(").replace(")", r"\)")):
+        space([line])
+
+
+def test_fast_preset_is_a_search_of_the_fast_recipe():
+    with initialize_config_dir(version_base="1.3", config_dir=str(ROOT / "conf")):
+        cfg = hydra_compose("config", overrides=["hparams_search=fast"], return_hydra_config=True)
+        settings = cfg.hydra.sweeper
+        distributions, fixed, texts = space([f"{k}={v}" for k, v in settings.params.items()])
+        assert {"experiment=fast", "trainer.max_epochs=16"} <= set(fixed) and len(distributions) == 5
+        assert isinstance(build(settings, "sampler"), optuna.samplers.TPESampler)
+        assert isinstance(build(settings, "pruner"), optuna.pruners.SuccessiveHalvingPruner)
+        assert settings.objective == "valid_rmse_px" and settings.direction == "minimize"
+        assert settings.storage == f"sqlite:///outputs/search/{settings.study_name}/optuna.db"
+        # every option of the space composes with the preset's recipe
+        for key, dist in distributions.items():
+            for value in getattr(dist, "choices", None) or (dist.low, dist.high):
+                trial = hydra_compose("config", overrides=[*fixed, f"{key}={value}"])
+                assert OmegaConf.select(trial, key) == pytest.approx(value) and trial.net.batch_norm
+
+
+def tiny_search(tmp_path, tiny_data, launcher):
+    """A search of 4 trials of 3 epochs on tiny synthetic faces; trials whose max_lr is HOPELESS diverge
+    at once, and a threshold pruner stops them."""
+    sweep = tmp_path / "search"
+    return sweep, [sys.executable, str(ROOT / "train.py"), "-m", f"hydra/launcher={launcher}", "hydra/sweeper=optuna",
+                   "hydra.sweeper.study_name=tiny", "hydra.sweeper.n_trials=4", f"hydra.sweep.dir={sweep}",
+                   "hydra.sweeper.sampler._target_=optuna.samplers.RandomSampler",
+                   "hydra.sweeper.pruner._target_=optuna.pruners.ThresholdPruner", "+hydra.sweeper.pruner.upper=100",
+                   *(["hydra.launcher.n_jobs=2"] if launcher == "joblib" else []),
+                   "data=kaggle", f"data.dir={tiny_data}", f"paths.cache_dir={tmp_path}/cache", "trainer.max_epochs=3",
+                   "net.channels=[4,4,4,4]", "net.hidden=8", "trainer.enable_progress_bar=false",
+                   f"schedule.scheduler.max_lr=choice(0.003,{HOPELESS})", "optimizer.weight_decay=tag(log,interval(1e-5,1e-2))"]
+
+
+def load(sweep):
+    return optuna.load_study(study_name="tiny", storage=f"sqlite:///{sweep}/optuna.db")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("launcher", ["basic", "joblib"])
+def test_search_prunes_survives_ctrl_c_resumes_and_prints_the_best_trial(tiny_data, tmp_path, launcher):
+    sweep, command = tiny_search(tmp_path, tiny_data, launcher)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    # Ctrl-C once trial 1 has started: the running trials fail and are queued for the next command.
+    first = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 120
+    while not (sweep / "1_all" / "config.yaml").is_file() and first.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    first.send_signal(signal.SIGINT)
+    log = first.communicate(timeout=120)[0]
+    assert first.returncode != 0 and "the same command continues the study" in log, log[-3000:]
+    interrupted = [t for t in load(sweep).trials if t.user_attrs.get("interrupted")]
+    assert interrupted and all(t.state == State.FAIL for t in interrupted)
+    queued = [t.params for t in interrupted]
+
+    # The same command continues the study: the interrupted trials' parameters first, then new ones.
+    proc = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    study = load(sweep)
+    told = [t for t in study.trials if not t.user_attrs.get("interrupted")]
+    later = [t for t in told if t.number > max(i.number for i in interrupted)]
+    assert len(told) == 4 and [t.params for t in later[:len(queued)]] == queued
+    # Hopeless trials are recorded as pruned, not failed; the others complete with their objective.
+    for t in told:
+        hopeless = t.params["schedule.scheduler.max_lr"] == HOPELESS
+        assert t.state == (State.PRUNED if hopeless else State.COMPLETE), (t.number, t.state, t.params)
+        run = sweep / f"{t.number}_all"
+        assert (run / "pruned.txt").is_file() == hopeless and (run / "metrics.json").is_file() == (not hopeless)
+        if not hopeless:
+            assert json.loads((run / "metrics.json").read_text())["valid_rmse_px"] == t.value
+        # every trial is a TensorBoard run with its hyperparameters
+        assert list(run.glob("events.out.tfevents.*"))
+        assert OmegaConf.load(run / "hparams.yaml").schedule.scheduler.max_lr == t.params["schedule.scheduler.max_lr"]
+    pruned, complete = (sum(t.state == s for t in told) for s in (State.PRUNED, State.COMPLETE))
+    assert pruned and complete
+    jobs = len(told) + len(interrupted)
+    assert f"{jobs} jobs in {sweep}: {complete} completed, {pruned} pruned, 0 failed, {len(interrupted)} unfinished" in proc.stdout
+
+    # The best trial, as a command and as a preset; the command trains exactly that trial again.
+    best = study.best_trial
+    assert f"best trial: {best.number}, valid_rmse_px {best.value:.4f}" in proc.stdout
+    printed = proc.stdout.split(f"best trial: {best.number}")[1].splitlines()[1].strip()
+    preset = (sweep / "best.yaml").read_text()
+    assert f"# {printed}\n" in preset and printed.startswith("python train.py ") and "hydra" not in printed
+    assert OmegaConf.load(sweep / "best.yaml").schedule.scheduler.max_lr == best.params["schedule.scheduler.max_lr"]
+    assert {p.name for p in sweep.glob("*.png")} >= {"history.png", "importances.png"}
+    again = subprocess.run(printed.replace("python", sys.executable, 1).replace("train.py", str(ROOT / "train.py"), 1)
+                           + f" hydra.run.dir={tmp_path}/again", shell=True, cwd=tmp_path, capture_output=True, text=True)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert json.loads((tmp_path / "again" / "metrics.json").read_text())["valid_rmse_px"] == pytest.approx(best.value, rel=1e-4)
+
+    # Run once more, the study is complete: nothing new runs.
+    done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and "Launching" not in done.stdout + done.stderr
+    assert len(load(sweep).trials) == len(study.trials)
+
+
+@pytest.mark.parametrize("override, says", [
+    ("optimizer.lr=interval(1,0)", "error: search space: optimizer.lr=interval(1,0): "),
+    ("optimizer.lrr=interval(0.1,1)", "error: search space: Could not override 'optimizer.lrr'"),
+    ("hydra.sweeper.storage=sqlite:////nonexistent/dir/optuna.db",
+     "error: hydra.sweeper.storage=sqlite:////nonexistent/dir/optuna.db: cannot open the study: "),
+    ("hydra.sweeper.storage=postgresql://kfkd:secret@127.0.0.1:1/kfkd",
+     "error: hydra.sweeper.storage=postgresql://kfkd:***@127.0.0.1:1/kfkd: cannot open the study: "),
+    ("hydra.sweeper.objective=valid_accuracy", "error: hydra.sweeper.objective=valid_accuracy: a run reports "),
+    ("hydra.sweeper.pruner._target_=optuna.pruners.NoSuchPruner", "error: hydra.sweeper.pruner: "),
+])
+def test_search_mistakes_are_one_line_errors_naming_the_setting(tmp_path, override, says):
+    task = [] if override.startswith("hydra.") else [override]
+    with initialize_config_dir(version_base="1.3", config_dir=str(ROOT / "conf")):
+        cfg = hydra_compose("config", overrides=["hydra/sweeper=optuna", "hydra.sweeper.study_name=s",
+                                                 f"hydra.sweep.dir={tmp_path}/search", *([override] if not task else [])],
+                            return_hydra_config=True)
+        compose_each = lambda batch: [hydra_compose("config", overrides=list(o)) for o in batch]  # as Hydra's sweeper
+        launched = []
+        with pytest.raises(UserError) as error:
+            Search(cfg.hydra.sweeper, cfg, launcher=type("L", (), {"launch": launched.append}), validate=compose_each).run(task)
+    assert str(error.value).startswith(says) and "\n" not in str(error.value) and not launched
+    assert "secret" not in str(error.value)
+
+
+@pytest.mark.slow
+def test_search_error_ends_the_command_with_one_line(tmp_path):
+    proc = subprocess.run([sys.executable, str(ROOT / "train.py"), "-m", "hparams_search=fast", "hydra.sweeper.objective=acc",
+                           f"hydra.sweep.dir={tmp_path}/search"], cwd=tmp_path, capture_output=True, text=True)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert proc.stderr.startswith("error: hydra.sweeper.objective=acc: a run reports train_loss, valid_loss, valid_rmse_px "
+                                  "after each epoch\n"), proc.stderr[-3000:]
