@@ -19,6 +19,7 @@ import shlex
 from pathlib import Path
 
 import pytorch_lightning as pl
+from pytorch_lightning.trainer.states import TrainerFn
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
 from hydra.utils import instantiate
@@ -99,7 +100,7 @@ class Pruning(pl.Callback):
         self.trial, self.monitor = trial, monitor
 
     def on_validation_end(self, trainer, pl_module):
-        if trainer.sanity_checking:
+        if trainer.sanity_checking or trainer.state.fn != TrainerFn.FITTING:  # not fit.py's final validation
             return
         import optuna
 

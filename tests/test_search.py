@@ -106,7 +106,8 @@ def test_search_prunes_survives_ctrl_c_resumes_and_prints_the_best_trial(tiny_da
         assert t.state == (State.PRUNED if hopeless else State.COMPLETE), (t.number, t.state, t.params)
         run = sweep / f"{t.number}_all"
         assert (run / "pruned.txt").is_file() == hopeless and (run / "metrics.json").is_file() == (not hopeless)
-        if not hopeless:
+        if not hopeless:  # reported after each of its 3 epochs, and told its final objective
+            assert sorted(t.intermediate_values) == [0, 1, 2]
             assert json.loads((run / "metrics.json").read_text())["valid_rmse_px"] == t.value
         # every trial is a TensorBoard run with its hyperparameters
         assert list(run.glob("events.out.tfevents.*"))
