@@ -2,7 +2,7 @@
 # RESULTS.md, "Hyperparameter search": hparams_search=fast on realfaces' person split with and without
 # pruning, then the fast preset on the same epochs and the best trial's printed command.
 #   flock /tmp/kfkd-cpu.lock bash benchmarks/search_pruning.sh > outputs/logs/search_pruning.log 2>&1
-# Both searches draw the same 16 trials: a seeded random sampler's draws do not depend on the results,
+# Both searches draw the same 12 trials: a seeded random sampler's draws do not depend on the results,
 # so pruning changes only where trials stop (TPE would see the pruned history and propose other trials).
 # Run once: the studies stay in outputs/search/, and the same commands would only continue them.
 set -uo pipefail
@@ -12,8 +12,8 @@ search=(hparams_search=fast "${data[@]}" hydra.sweeper.sampler._target_=optuna.s
         '~hydra.sweeper.sampler.n_startup_trials')
 TIME="%e s wall, %U s user, %S s sys"
 # First, as it also parses the data into outputs/cache/ for both searches: the fast preset on their budget.
-/usr/bin/time -f "fast, 16 epochs: $TIME" python train.py experiment=fast trainer.max_epochs=16 "${data[@]}" \
-  hydra.run.dir=outputs/search/fast_16_epochs
+/usr/bin/time -f "fast, 12 epochs: $TIME" python train.py experiment=fast trainer.max_epochs=12 "${data[@]}" \
+  hydra.run.dir=outputs/search/fast_12_epochs
 /usr/bin/time -f "search without pruning: $TIME" python train.py -m "${search[@]}" hydra.sweeper.study_name=unpruned \
   hydra.sweeper.pruner._target_=optuna.pruners.NopPruner '~hydra.sweeper.pruner.min_resource' \
   '~hydra.sweeper.pruner.reduction_factor'

@@ -46,7 +46,7 @@ def test_fast_preset_is_a_search_of_the_fast_recipe():
         cfg = hydra_compose("config", overrides=["hparams_search=fast"], return_hydra_config=True)
         settings = cfg.hydra.sweeper
         distributions, fixed, texts = space([f"{k}={v}" for k, v in settings.params.items()])
-        assert {"experiment=fast", "trainer.max_epochs=16"} <= set(fixed) and len(distributions) == 5
+        assert {"experiment=fast", "trainer.max_epochs=12"} <= set(fixed) and len(distributions) == 5
         assert isinstance(build(settings, "sampler"), optuna.samplers.TPESampler)
         assert isinstance(build(settings, "pruner"), optuna.pruners.SuccessiveHalvingPruner)
         assert settings.objective == "valid_rmse_px" and settings.direction == "minimize"
