@@ -81,10 +81,12 @@ def load(sweep):
 def test_search_prunes_survives_ctrl_c_resumes_and_prints_the_best_trial(tiny_data, tmp_path, launcher):
     sweep, command = tiny_search(tmp_path, tiny_data, launcher)
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    # Ctrl-C once trial 1 has started: the running trials fail and are queued for the next command.
+    # Ctrl-C once trials 0 and 1 have started (basic: 0 has ended): the running trials fail, and are
+    # queued for the next command.
     first = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.time() + 120
-    while not (sweep / "1_all" / "config.yaml").is_file() and first.poll() is None and time.time() < deadline:
+    started = lambda: all((sweep / f"{n}_all" / "config.yaml").is_file() for n in (0, 1))
+    while not started() and first.poll() is None and time.time() < deadline:
         time.sleep(0.05)
     first.send_signal(signal.SIGINT)
     log = first.communicate(timeout=120)[0]
@@ -128,7 +130,7 @@ def test_search_prunes_survives_ctrl_c_resumes_and_prints_the_best_trial(tiny_da
     again = subprocess.run(printed.replace("python", sys.executable, 1).replace("train.py", str(ROOT / "train.py"), 1)
                            + f" hydra.run.dir={tmp_path}/again", shell=True, cwd=tmp_path, capture_output=True, text=True)
     assert again.returncode == 0, again.stderr[-3000:]
-    assert json.loads((tmp_path / "again" / "metrics.json").read_text())["valid_rmse_px"] == pytest.approx(best.value, rel=1e-4)
+    assert json.loads((tmp_path / "again" / "metrics.json").read_text())["valid_rmse_px"] == pytest.approx(best.value, rel=1e-3)
 
     # Run once more, the study is complete: nothing new runs.
     done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
