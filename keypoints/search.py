@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shlex
+import warnings
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -153,13 +155,16 @@ def plots(study, sweep: Path, evaluator) -> list[Path]:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from optuna.exceptions import ExperimentalWarning
     from optuna.visualization import matplotlib as ov
 
     written = []
     for name, plot in [("history", ov.plot_optimization_history), ("intermediate_values", ov.plot_intermediate_values),
                        ("importances", lambda s: ov.plot_param_importances(s, evaluator=evaluator))]:
         try:
-            figure = plot(study).figure
+            with warnings.catch_warnings():  # Optuna marks its matplotlib plots experimental
+                warnings.simplefilter("ignore", ExperimentalWarning)
+                figure = plot(study).figure
         except Exception as e:  # e.g. importances need two completed trials that differ
             log.warning(f"{name}.png not drawn: {str(e).strip().splitlines()[0]}")
             continue
@@ -200,9 +205,11 @@ class Search:
         self.check_same_search(study, fixed, distributions)
         counted = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED,
                    optuna.trial.TrialState.FAIL, optuna.trial.TrialState.RUNNING)
+        # joblib's convention: -1 is every CPU, -2 all but one...
+        n_jobs = settings.n_jobs if settings.n_jobs > 0 else max(1, os.cpu_count() + 1 + settings.n_jobs)
         while True:
             held = [t for t in study.get_trials(deepcopy=False, states=counted) if not t.user_attrs.get("interrupted")]
-            batch = min(settings.n_jobs, settings.n_trials - len(held))
+            batch = min(n_jobs, settings.n_trials - len(held))
             if batch <= 0:
                 break
             trials = [study.ask(distributions) for _ in range(batch)]

@@ -58,6 +58,46 @@ def test_fast_preset_is_a_search_of_the_fast_recipe():
                 assert OmegaConf.select(trial, key) == pytest.approx(value) and trial.net.batch_norm
 
 
+def test_search_asks_in_batches_and_the_same_command_continues_the_study(tmp_path):
+    """The ask/launch/tell loop with a stand-in launcher whose jobs score their learning rate."""
+    from hydra.core.utils import JobReturn, JobStatus
+
+    class Launcher:
+        def __init__(self):
+            self.batches = []
+
+        def launch(self, jobs, initial_job_idx):
+            self.batches.append(len(jobs))
+            returns = []
+            for number, job in enumerate(jobs, initial_job_idx):
+                out = tmp_path / "search" / f"{number}_all"
+                out.mkdir(parents=True)
+                lr = float(next(o for o in job if o.startswith("optimizer.lr=")).split("=")[1])
+                (out / "metrics.json").write_text(json.dumps({"valid_rmse_px": lr}))
+                hydra = OmegaConf.create({"hydra": {"runtime": {"output_dir": str(out)}}})
+                returns.append(JobReturn(status=JobStatus.COMPLETED, hydra_cfg=hydra, _return_value=lr))
+            return returns
+
+    def search(n_trials):
+        with initialize_config_dir(version_base="1.3", config_dir=str(ROOT / "conf")):
+            cfg = hydra_compose("config", overrides=["hydra/sweeper=optuna", "hydra.sweeper.study_name=s", "hydra.sweeper.n_jobs=-1",
+                                                     f"hydra.sweeper.n_trials={n_trials}", f"hydra.sweep.dir={tmp_path}/search"],
+                                return_hydra_config=True)
+            launcher = Launcher()
+            best = Search(cfg.hydra.sweeper, cfg, launcher, validate=lambda batch: None).run(["optimizer.lr=interval(0.001,0.1)"])
+        return launcher.batches, best
+
+    batches, best = search(5)  # n_jobs -1: as many at once as there are CPUs, as joblib reads it
+    assert sum(batches) == 5 and max(batches) == min(5, os.cpu_count()) and batches[-1] >= 1
+    study = optuna.load_study(study_name="s", storage=f"sqlite:///{tmp_path}/search/optuna.db")
+    assert [t.state for t in study.trials] == [State.COMPLETE] * 5
+    assert best.value == min(t.params["optimizer.lr"] for t in study.trials)
+    assert search(5)[0] == []  # the study holds its 5 trials: nothing to run
+    assert sum(search(7)[0]) == 2  # a larger n_trials searches on
+    preset = OmegaConf.load(tmp_path / "search" / "best.yaml")
+    assert preset.defaults == ["default"] and preset.optimizer.lr == study.best_trial.params["optimizer.lr"]
+
+
 def tiny_search(tmp_path, tiny_data, launcher):
     """A search of 4 trials of 3 epochs on tiny synthetic faces; trials whose max_lr is HOPELESS diverge
     at once, and a threshold pruner stops them."""
