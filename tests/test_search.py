@@ -123,7 +123,8 @@ def test_search_prunes_survives_ctrl_c_resumes_and_prints_the_best_trial(tiny_da
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     # Ctrl-C once trials 0 and 1 have started (basic: 0 has ended): the running trials fail, and are
     # queued for the next command.
-    first = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    first = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # even where the runner ignores Ctrl-C
     deadline = time.time() + 120
     started = lambda: all((sweep / f"{n}_all" / "config.yaml").is_file() for n in (0, 1))
     while not started() and first.poll() is None and time.time() < deadline:
