@@ -17,7 +17,9 @@ import json
 import logging
 import os
 import shlex
+import signal
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -176,6 +178,24 @@ def plots(study, sweep: Path, evaluator) -> list[Path]:
     return written
 
 
+@contextmanager
+def noting_ctrl_c():
+    """Ctrl-C raises KeyboardInterrupt as usual, and is noted: one that lands in library code can come
+    out of a job as another error, and the search must stop all the same."""
+    previous, pressed = signal.getsignal(signal.SIGINT), []
+
+    def note(signum, frame):
+        pressed.append(signum)
+        signal.default_int_handler(signum, frame)
+
+    if previous is signal.default_int_handler:  # not where Ctrl-C is ignored or handled otherwise
+        signal.signal(signal.SIGINT, note)
+    try:
+        yield pressed
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 class Search:
     """The sweep of kfkd's Optuna sweeper: ask, launch, tell, until the study holds n_trials trials."""
 
@@ -215,7 +235,10 @@ class Search:
             trials = [study.ask(distributions) for _ in range(batch)]
             jobs = [fixed + self.trial_overrides(t, texts) + [f"hydra.sweeper.trial={t.number}"] for t in trials]
             try:
-                returns = self.launcher.launch(jobs, initial_job_idx=trials[0].number)
+                with noting_ctrl_c() as pressed:
+                    returns = self.launcher.launch(jobs, initial_job_idx=trials[0].number)
+                if pressed:  # a library turned the KeyboardInterrupt into another error, which failed the job
+                    raise KeyboardInterrupt
             except BaseException as stop:
                 self.give_back(study, trials, stop)
                 raise

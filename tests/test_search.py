@@ -2,6 +2,7 @@
 database, resuming, the best trial's command and preset, and the errors a user can make."""
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -121,12 +122,12 @@ def load(sweep):
 def test_search_prunes_survives_ctrl_c_resumes_and_prints_the_best_trial(tiny_data, tmp_path, launcher):
     sweep, command = tiny_search(tmp_path, tiny_data, launcher)
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    # Ctrl-C once trials 0 and 1 have started (basic: 0 has ended): the running trials fail, and are
-    # queued for the next command.
+    # Ctrl-C once trials 0 and 1 have started (basic: 0 has ended), wherever it lands: the running
+    # trials fail, and are queued for the next command.
     first = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                              preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # even where the runner ignores Ctrl-C
     deadline = time.time() + 120
-    started = lambda: all((sweep / f"{n}_all" / "config.yaml").is_file() for n in (0, 1))
+    started = lambda: all((sweep / f"{n}_all" / "hparams.yaml").is_file() for n in (0, 1))  # written as fitting starts
     while not started() and first.poll() is None and time.time() < deadline:
         time.sleep(0.05)
     first.send_signal(signal.SIGINT)
@@ -157,8 +158,11 @@ def test_search_prunes_survives_ctrl_c_resumes_and_prints_the_best_trial(tiny_da
         assert OmegaConf.load(run / "hparams.yaml").schedule.scheduler.max_lr == t.params["schedule.scheduler.max_lr"]
     pruned, complete = (sum(t.state == s for t in told) for s in (State.PRUNED, State.COMPLETE))
     assert pruned and complete
-    jobs = len(told) + len(interrupted)
-    assert f"{jobs} jobs in {sweep}: {complete} completed, {pruned} pruned, 0 failed, {len(interrupted)} unfinished" in proc.stdout
+    # The interrupted jobs' directories count as unfinished (or failed, where Ctrl-C landed in library
+    # code that turned it into another error, kept in error.txt).
+    counts = re.search(rf"{len(told) + len(interrupted)} jobs in {re.escape(str(sweep))}: {complete} completed, "
+                       rf"{pruned} pruned, (\d+) failed(, (\d+) unfinished)?\n", proc.stdout)
+    assert counts and int(counts[1]) + int(counts[3] or 0) == len(interrupted), proc.stdout[-2000:]
 
     # The best trial, as a command and as a preset; the command trains exactly that trial again.
     best = study.best_trial
