@@ -79,13 +79,13 @@ def test_search_asks_in_batches_and_the_same_command_continues_the_study(tmp_pat
                 returns.append(JobReturn(status=JobStatus.COMPLETED, hydra_cfg=hydra, _return_value=lr))
             return returns
 
-    def search(n_trials):
+    def search(n_trials, space="optimizer.lr=interval(0.001,0.1)"):
         with initialize_config_dir(version_base="1.3", config_dir=str(ROOT / "conf")):
             cfg = hydra_compose("config", overrides=["hydra/sweeper=optuna", "hydra.sweeper.study_name=s", "hydra.sweeper.n_jobs=-1",
                                                      f"hydra.sweeper.n_trials={n_trials}", f"hydra.sweep.dir={tmp_path}/search"],
                                 return_hydra_config=True)
             launcher = Launcher()
-            best = Search(cfg.hydra.sweeper, cfg, launcher, validate=lambda batch: None).run(["optimizer.lr=interval(0.001,0.1)"])
+            best = Search(cfg.hydra.sweeper, cfg, launcher, validate=lambda batch: None).run([space])
         return launcher.batches, best
 
     batches, best = search(5)  # n_jobs -1: as many at once as there are CPUs, as joblib reads it
@@ -95,6 +95,8 @@ def test_search_asks_in_batches_and_the_same_command_continues_the_study(tmp_pat
     assert best.value == min(t.params["optimizer.lr"] for t in study.trials)
     assert search(5)[0] == []  # the study holds its 5 trials: nothing to run
     assert sum(search(7)[0]) == 2  # a larger n_trials searches on
+    with pytest.raises(UserError, match="^error: hydra.sweeper.study_name=s: the study in .* was searched with other settings"):
+        search(9, space="optimizer.lr=interval(0.001,0.2)")  # another space: not mixed into this study
     preset = OmegaConf.load(tmp_path / "search" / "best.yaml")
     assert preset.defaults == ["default"] and preset.optimizer.lr == study.best_trial.params["optimizer.lr"]
 
