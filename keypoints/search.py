@@ -79,7 +79,6 @@ def build(settings: DictConfig, key: str):
 def open_study(settings: DictConfig, sampler=None):
     """The study of hydra.sweeper.study_name in hydra.sweeper.storage, created if new."""
     import optuna
-    from sqlalchemy.engine import make_url
 
     try:
         return optuna.create_study(study_name=settings.study_name, storage=settings.storage, sampler=sampler,
@@ -87,12 +86,18 @@ def open_study(settings: DictConfig, sampler=None):
     except UserError:
         raise
     except Exception as e:  # no driver, no server, no such directory, a malformed URL
-        try:
-            url = make_url(settings.storage).render_as_string(hide_password=True)
-        except Exception:
-            url = settings.storage
-        raise UserError(f"error: hydra.sweeper.storage={url}: cannot open the study: "
+        raise UserError(f"error: hydra.sweeper.storage={shown(settings.storage)}: cannot open the study: "
                         f"{str(e).strip().splitlines()[0] or type(e).__name__}") from None
+
+
+def shown(url: str) -> str:
+    """A storage URL as messages show it: without its password."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # not a URL SQLAlchemy reads: shown as given
+        return url
 
 
 class Pruning(pl.Callback):
@@ -257,7 +262,7 @@ class Search:
         elif known != search:
             changed = sorted(set(map(str, known["fixed"])) ^ set(search["fixed"])) or sorted(
                 set(known["space"].items()) ^ set(search["space"].items()))
-            raise UserError(f"error: hydra.sweeper.study_name={study.study_name}: the study in {self.settings.storage} "
+            raise UserError(f"error: hydra.sweeper.study_name={study.study_name}: the study in {shown(self.settings.storage)} "
                             f"was searched with other settings ({' '.join(map(str, changed[:2]))}...); choose another "
                             f"study_name or hydra.sweep.dir")
 
@@ -302,7 +307,7 @@ class Search:
         overrides = [o for o in fixed if o.split("=", 1)[0] != OWN_GROUP] + self.trial_overrides(best, texts)
         run = command(overrides)
         header = (f"# The best trial ({best.number}, {self.settings.objective} {best.value:.4g}) of study "
-                  f"{study.study_name} in {self.settings.storage}.\n# Copy it to conf/experiment/NAME.yaml and train "
+                  f"{study.study_name} in {shown(self.settings.storage)}.\n# Copy it to conf/experiment/NAME.yaml and train "
                   f"it with `python train.py experiment=NAME`, or run:\n# {run}\n")
         (self.sweep_dir / "best.yaml").write_text(preset(overrides, self.config.hydra.runtime.choices, header))
         pictures = plots(study, self.sweep_dir, build(self.settings, "importance"))
