@@ -59,6 +59,43 @@ def test_fast_preset_is_a_search_of_the_fast_recipe():
                 assert OmegaConf.select(trial, key) == pytest.approx(value) and trial.net.batch_norm
 
 
+LR = "optimizer.lr=interval(0.001,0.1)"
+
+
+def run_search(tmp_path, launcher, n_trials, space=LR):
+    """Search.run as the sweeper runs it, with a stand-in launcher."""
+    with initialize_config_dir(version_base="1.3", config_dir=str(ROOT / "conf")):
+        cfg = hydra_compose("config", overrides=["hydra/sweeper=optuna", "hydra.sweeper.study_name=s", "hydra.sweeper.n_jobs=-1",
+                                                 f"hydra.sweeper.n_trials={n_trials}", f"hydra.sweep.dir={tmp_path}/search"],
+                            return_hydra_config=True)
+        return Search(cfg.hydra.sweeper, cfg, launcher, validate=lambda batch: None).run([space])
+
+
+def test_ctrl_c_that_a_library_turns_into_another_error_still_stops_the_search(tmp_path):
+    from hydra.core.utils import JobReturn, JobStatus
+
+    class Launcher:  # Ctrl-C during the jobs, which a library turns into an AttributeError that fails them
+        def launch(self, jobs, initial_job_idx):
+            try:
+                os.kill(os.getpid(), signal.SIGINT)
+                time.sleep(5)
+            except KeyboardInterrupt:
+                error = AttributeError("'NoneType' object has no attribute '_invalidate_flags_cache'")
+            return [JobReturn(status=JobStatus.FAILED, _return_value=error) for _ in jobs]
+
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal, even under a runner that ignores it
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            run_search(tmp_path, Launcher(), n_trials=3)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    trials = optuna.load_study(study_name="s", storage=f"sqlite:///{tmp_path}/search/optuna.db").trials
+    stopped, queued = trials[:-len(trials) // 2], trials[-len(trials) // 2:]
+    assert all(t.state == State.FAIL and t.user_attrs["interrupted"] for t in stopped)
+    assert [t.state for t in queued] == [State.WAITING] * len(stopped)
+    assert [t.params for t in stopped] == [{"optimizer.lr": t.system_attrs["fixed_params"]["optimizer.lr"]} for t in queued]
+
+
 def test_search_asks_in_batches_and_the_same_command_continues_the_study(tmp_path):
     """The ask/launch/tell loop with a stand-in launcher whose jobs score their learning rate."""
     from hydra.core.utils import JobReturn, JobStatus
@@ -79,14 +116,9 @@ def test_search_asks_in_batches_and_the_same_command_continues_the_study(tmp_pat
                 returns.append(JobReturn(status=JobStatus.COMPLETED, hydra_cfg=hydra, _return_value=lr))
             return returns
 
-    def search(n_trials, space="optimizer.lr=interval(0.001,0.1)"):
-        with initialize_config_dir(version_base="1.3", config_dir=str(ROOT / "conf")):
-            cfg = hydra_compose("config", overrides=["hydra/sweeper=optuna", "hydra.sweeper.study_name=s", "hydra.sweeper.n_jobs=-1",
-                                                     f"hydra.sweeper.n_trials={n_trials}", f"hydra.sweep.dir={tmp_path}/search"],
-                                return_hydra_config=True)
-            launcher = Launcher()
-            best = Search(cfg.hydra.sweeper, cfg, launcher, validate=lambda batch: None).run([space])
-        return launcher.batches, best
+    def search(n_trials, space=LR):
+        launcher = Launcher()
+        return launcher.batches, run_search(tmp_path, launcher, n_trials, space)
 
     batches, best = search(5)  # n_jobs -1: as many at once as there are CPUs, as joblib reads it
     assert sum(batches) == 5 and max(batches) == min(5, os.cpu_count()) and batches[-1] >= 1
