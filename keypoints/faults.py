@@ -146,31 +146,45 @@ def divergence(history: list[dict]) -> str | None:
 
 
 class SweepSummary(Callback):
-    """In a multirun, every job runs even when some fail; the sweep ends naming each failed job and
-    why, and exits 1. Each failure's traceback is kept in its job directory's error.txt.
+    """In a multirun, every job runs even when some fail; the sweep ends counting the jobs that
+    completed, were pruned (a search's trials: keypoints/search.py) and failed, and naming each failed
+    job and why, and exits 1 if any failed. Each failure's traceback is kept in its job directory's
+    error.txt; a pruned job's directory has pruned.txt instead.
 
     Hydra 1.3's sweeper re-raises the first failure once the jobs have run and so skips
-    on_multirun_end; recording the failure here and marking it handled lets the summary run.
+    on_multirun_end; recording the failure here and marking it handled lets the summary run. A pruned
+    job stays failed with optuna.TrialPruned, for the Optuna sweeper to tell the study.
     """
 
     def on_job_end(self, config: DictConfig, job_return, **kwargs) -> None:
         if config.hydra.mode != RunMode.MULTIRUN or job_return.status != JobStatus.FAILED:
             return
+        from optuna import TrialPruned
+
         error = job_return._return_value  # the job's exception; `return_value` would re-raise it
         text = str(error) if isinstance(error, CompactHydraException) else f"{type(error).__name__}: {error}"
         message = text.strip().splitlines()[0]
         header = f"job {config.hydra.job.num}: {' '.join(job_return.overrides)}"
-        (Path(config.hydra.runtime.output_dir) / "error.txt").write_text(
-            f"{header}\n{message}\n\n{''.join(traceback.format_exception(error))}")
+        out = Path(config.hydra.runtime.output_dir)
+        if isinstance(error, TrialPruned):
+            (out / "pruned.txt").write_text(f"{header}\n{error}\n")
+            log.info(f"{header}: {error}")
+            return
+        (out / "error.txt").write_text(f"{header}\n{message}\n\n{''.join(traceback.format_exception(error))}")
         log.error(f"{header} failed: {message}")
         job_return.status, job_return.return_value = JobStatus.COMPLETED, None
 
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
         sweep = Path(config.hydra.sweep.dir)
+        jobs = [p.parent.parent for p in sweep.rglob(".hydra/overrides.yaml")]
+        counts = {kind: sum((job / marker).is_file() for job in jobs) for kind, marker in
+                  [("completed", "metrics.json"), ("pruned", "pruned.txt"), ("failed", "error.txt")]}
+        unfinished = len(jobs) - sum(counts.values())  # e.g. stopped by Ctrl-C in an earlier command
+        print(f"{len(jobs)} jobs in {sweep}: " + ", ".join(f"{n} {kind}" for kind, n in counts.items())
+              + (f", {unfinished} unfinished" if unfinished else ""))
         failures = sorted((p.read_text().splitlines()[:2] for p in sweep.rglob("error.txt")),
                           key=lambda lines: int(lines[0].split()[1].rstrip(":")))
         if failures:
-            jobs = len(list(sweep.rglob(".hydra/overrides.yaml")))
-            print(f"{len(failures)} of {jobs} jobs failed (tracebacks in each job's error.txt, under {sweep}):",
+            print(f"{len(failures)} of {len(jobs)} jobs failed (tracebacks in each job's error.txt, under {sweep}):",
                   *(f"  {header}\n    {message}" for header, message in failures), sep="\n", file=sys.stderr)
             sys.exit(1)  # not an exception: Hydra would turn that into a warning

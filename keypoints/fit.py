@@ -17,6 +17,7 @@ from keypoints.faults import RandomState, RunError, divergence, interruptible
 from keypoints.hardware import keep_freed_memory
 from keypoints.module import KeypointsModule
 from keypoints.plots import log_sample_faces
+from keypoints.search import pruning
 from keypoints.specialists import init_from, spread_over_gpus
 
 log = logging.getLogger(__name__)
@@ -34,7 +35,8 @@ def build(cfg: DictConfig):
         augment=list(instantiate(cfg.augment).values()),
         channels_last=cfg.channels_last,
     )
-    callbacks = [instantiate(c) for c in cfg.callbacks.values()] + [History(), RandomState()]
+    # In a trial of a search (hparams_search=...), the callback that reports each epoch to the pruner.
+    callbacks = [instantiate(c) for c in cfg.callbacks.values()] + [History(), RandomState(), *pruning()]
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=instantiate(cfg.logger))
     return datamodule, module, trainer
 
