@@ -24,8 +24,8 @@ import numpy as np
 import pandas as pd
 from omegaconf import OmegaConf
 
-from keypoints import detect, export, images, inference
-from keypoints.columns import COLUMNS
+from keypoints import detect, export, framing, images, inference
+from keypoints.columns import COLUMNS, KEYPOINTS
 from keypoints.framefit import face_in
 
 IOD = 36.1  # the mean inter-ocular distance of Kaggle's 96x96 faces: the score's scale
@@ -145,8 +145,8 @@ def main():
         rows.append({"method": "dlib HOG + 68-point predictor", "found": f"{baseline[0]['found']}/{len(labels)}",
                      "score px": round(baseline[0]["score"], 3), "ms per photo": per_photo_ms(baseline[1])})
     print(pd.DataFrame(rows).to_string(index=False))
-    faces = np.stack([f.crop(g, cfg.max_step) for g, t in zip(greys, truth)
-                      for f in [detect.framing.from_points(t[[0, 1, 14]], np.array(list(cfg.canonical.values())), False)]])
+    anchors, canonical = [KEYPOINTS.index(a) for a in cfg.anchors], np.array(list(cfg.canonical.values()))
+    faces = np.stack([framing.from_points(t[anchors], canonical, False).crop(g, cfg.max_step) for g, t in zip(greys, truth)])
     runtime(args.model, faces[:, None].astype(np.float32) / 255, args.repeats)
 
 

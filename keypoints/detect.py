@@ -53,8 +53,9 @@ class Found:
 def settings(path: Path = SETTINGS, fitted: Path = FRAMING):
     """conf/detect.yaml with the box-to-frame map that conf/framing.yaml holds for its finder."""
     cfg, fit = OmegaConf.load(path), OmegaConf.load(fitted)
-    if OmegaConf.to_container(cfg.finder) != OmegaConf.to_container(fit.finder):
-        raise DataError(f"{fitted}: fitted for another finder than {path}'s; refit with python -m keypoints.framefit")
+    if OmegaConf.to_container(cfg.finder) != OmegaConf.to_container(fit.finder) or list(cfg.anchors) != list(fit.canonical):
+        raise DataError(f"{fitted}: fitted for another finder or other anchors than {path}'s; "
+                        f"refit with python -m keypoints.framefit")
     return OmegaConf.merge(cfg, {"canonical": fit.canonical, "box_to_frame": fit.box_to_frame})
 
 
@@ -208,7 +209,7 @@ def main(argv: list[str] | None = None) -> None:
     if getattr(detector.model, "flip", False) and args.tta != "flip":
         print(f"{args.model}: flip TTA is built into this model", file=sys.stderr)
     out.mkdir(parents=True, exist_ok=True)
-    rows, read, faces, faceless = [], 0, 0, []
+    rows, read, faces, small, faceless = [], 0, 0, 0, []
     for path, drawing in zip(tqdm(files, desc="photos", unit="photo", file=sys.stderr), drawings):
         try:
             image = images.read(path)
@@ -227,14 +228,14 @@ def main(argv: list[str] | None = None) -> None:
         for i, face in enumerate(found.faces):
             rows.append([str(path), i, *np.round(face.box, 2).tolist(),
                          *["" if np.isnan(v) else round(float(v), 2) for v in face.keypoints.reshape(-1)]])
-        faces += len(found.faces)
+        faces, small = faces + len(found.faces), small + len(found.too_small)
         draw(image, found, drawing)
     staged = table.with_name(f".{table.name}.{os.getpid()}")
     with open(staged, "w", newline="") as f:
         csv.writer(f).writerows([HEADER, *rows])
     staged.replace(table)
-    print(f"photos read: {read} of {len(files)}, faces found: {faces}, photos with no face: {len(faceless)}; "
-          f"wrote {table}")
+    print(f"photos read: {read} of {len(files)}, faces found: {faces}, photos with no face: {len(faceless)}"
+          + (f", faces too small to frame: {small}" if small else "") + f"; wrote {table}")
     if read == 0:
         sys.exit(1)
 

@@ -2,8 +2,8 @@
 
     python -m keypoints.framefit [--data ../shared/data/realfaces] [--exclude ../shared/data/photos/keypoints.csv]
 
-The target frame of a face is the one that puts its anchor keypoints (eye centres, bottom lip) where
-they sit on average in realfaces' training faces (`canonical`). The finder of conf/detect.yaml is
+The target frame of a face is the one that puts its anchor keypoints (conf/detect.yaml's `anchors`: eye
+centres, bottom lip) where they sit on average in realfaces' training faces (`canonical`). The finder of conf/detect.yaml is
 run on every training face (upscaled and padded with its edge pixels, as the faces were cut from
 their photos) of the people not excluded; each found box gives the frame's centre and side as
 fractions of the box, and their medians are the map (`box_to_frame`). Rows of the excluded people
@@ -17,12 +17,11 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import yaml
 from PIL import Image
+import yaml
 
 from keypoints import framing
 from keypoints.columns import COLUMNS, IMAGE_SIZE
-from keypoints.errors import DataError
 
 ROOT = Path(__file__).resolve().parents[1]
 FRAMING = ROOT / "conf" / "framing.yaml"
@@ -59,11 +58,18 @@ def training_faces(data: Path, exclude: Path | None) -> tuple[pd.DataFrame, np.n
     return rows[list(COLUMNS)], images
 
 
+def labelled_anchors(rows: pd.DataFrame, anchors: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """The anchors of the rows that have them all (an anchor that left the 96x96 face is unlabelled),
+    and which rows those are."""
+    points = anchor_points(rows, anchors)
+    labelled = ~np.isnan(points).any((1, 2))
+    return points[labelled], labelled
+
+
 def fit(finder, rows: pd.DataFrame, images: np.ndarray, anchors: list[str]) -> tuple[dict, dict, dict]:
     """canonical anchor positions, the box-to-frame map (medians), and how the fit went."""
-    points = anchor_points(rows, anchors)
-    labelled = ~np.isnan(points).any((1, 2))  # an anchor that left the 96x96 face is unlabelled
-    points, images = points[labelled], images[labelled]
+    points, labelled = labelled_anchors(rows, anchors)
+    images = images[labelled]
     canonical = points.mean(0)
     pad = int(PAD * IMAGE_SIZE)
     ratios = []
@@ -92,7 +98,6 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--data", type=Path, default=Path("../shared/data/realfaces"), help="realfaces' folder")
     parser.add_argument("--exclude", type=Path, default=Path("../shared/data/photos/keypoints.csv"),
                         help="a CSV with a `person` column: people left out of the fit")
-    parser.add_argument("--anchors", nargs="+", default=["left_eye_center", "right_eye_center", "mouth_center_bottom_lip"])
     parser.add_argument("--out", type=Path, default=FRAMING)
     args = parser.parse_args(argv)
     detect = OmegaConf.load(ROOT / "conf" / "detect.yaml")
@@ -100,7 +105,7 @@ def main(argv: list[str] | None = None) -> None:
         rows, images = training_faces(args.data, args.exclude)
     except (OSError, KeyError) as e:
         sys.exit(f"error: {args.data}: cannot read realfaces' training.csv.gz and training_people.csv ({e})")
-    canonical, box_to_frame, stats = fit(instantiate(detect.finder), rows, images, args.anchors)
+    canonical, box_to_frame, stats = fit(instantiate(detect.finder), rows, images, list(detect.anchors))
     header = (f"# Written by `python -m keypoints.framefit --data {args.data} --exclude {args.exclude}`: do not edit.\n"
               f"# canonical: where the anchor keypoints sit on average in the training faces (96x96 pixels);\n"
               f"# box_to_frame: the frame's centre (x of the box's width, y of its height, from its top-left\n"

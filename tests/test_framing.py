@@ -99,3 +99,23 @@ def test_a_big_face_is_box_filtered_before_resampling():
     photo = np.random.default_rng(2).integers(0, 256, (2000, 2000), np.uint8)
     crop = framing.Frame(1000.0, 1000.0, 1900.0).crop(photo, max_step=4)
     assert crop.shape == (96, 96) and crop.std() < photo.std() / 3  # noise averaged, not sampled
+
+
+def test_the_shared_photos_give_back_realfaces_own_96x96_faces(realfaces):
+    """Each photo is the uncropped frame of a realfaces training face: framed where that face's keypoints
+    say, the crop is that face, pixel for pixel (up to rounding)."""
+    import pandas as pd
+
+    from keypoints import images
+
+    photos = realfaces.parent / "photos"
+    labels = pd.read_csv(photos / "keypoints.csv").head(6)
+    rows = pd.read_csv(realfaces / "training.csv.gz").iloc[labels["training_row"]]
+    for (_, label), (_, row) in zip(labels.iterrows(), rows.iterrows()):
+        photo_points = label[list(COLUMNS)].to_numpy(float).reshape(-1, 2)
+        face_points = row[list(COLUMNS)].to_numpy(float).reshape(-1, 2)
+        known = ~np.isnan(face_points[:, 0])
+        frame = framing.from_points(photo_points[known], face_points[known], rotate=False)
+        crop = frame.crop(images.grey(images.read(photos / label["file"])), max_step=4)
+        face = np.array(row["Image"].split(), int).reshape(96, 96)
+        assert np.abs(crop.astype(int) - face).max() <= 1, label["file"]
