@@ -12,8 +12,10 @@ The default FILE is model.onnx (model_flip.onnx with --tta flip) in the run or s
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 import tempfile
+import warnings
 from pathlib import Path
 
 import onnx
@@ -47,10 +49,14 @@ def export(model: str | Path, out: str | Path | None = None, flip: bool = False)
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
         staged = Path(tmp) / out.name
-        # torch.export's exporter (the maintained one; needs onnxscript), one self-contained file
-        torch.onnx.export(assembled, (torch.zeros(2, 1, IMAGE_SIZE, IMAGE_SIZE),), str(staged), dynamo=True,
-                          input_names=["faces"], output_names=["keypoints"], opset_version=OPSET, verbose=False,
-                          dynamic_shapes=({0: torch.export.Dim("batch")},), external_data=False)
+        # torch.export's exporter (the maintained one; needs onnxscript), one self-contained file. Its
+        # notes about torchvision's operators and its own deprecated internals concern no kfkd net.
+        logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            torch.onnx.export(assembled, (torch.zeros(2, 1, IMAGE_SIZE, IMAGE_SIZE),), str(staged), dynamo=True,
+                              input_names=["faces"], output_names=["keypoints"], opset_version=OPSET, verbose=False,
+                              dynamic_shapes=({0: torch.export.Dim("batch")},), external_data=False)
         graph = onnx.load(str(staged))
         onnx.helper.set_model_props(graph, {COLUMNS_KEY: ",".join(assembled.columns), TTA_KEY: "flip" if flip else "none",
                                             "kfkd_runs": ",".join(str(r.dir) for r in found)})
