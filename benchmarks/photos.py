@@ -8,7 +8,8 @@ the photos' README's: each photo's errors scaled so that its true inter-ocular d
 then the RMSE over all coordinates of the faces found. It is reported without and with refinement
 and flip TTA, with each photo's latency split into detect, frame and predict; beside it, dlib's HOG
 detector with its 68-point predictor (optional: pip install dlib-bin face-recognition-models),
-reduced to the 15 keypoints by the README's mapping. Last, the exported .onnx against torch at
+reduced to the 15 keypoints by the README's mapping; and, as the framing's ceiling, the net on
+realfaces' own 96x96 crops of the same faces. Last, the exported .onnx against torch at
 batch 1 and 256 on the same faces. `--set` overrides conf/detect.yaml (e.g. --set rotate=true refine=2).
 """
 from __future__ import annotations
@@ -83,14 +84,31 @@ def dlib_baseline(colour, truth):
         faces = []
         for box in boxes:
             parts = shape(image, box).parts()
-            points = np.array([[p.x, p.y] for p in parts], np.float64) + 0.5  # pixel centres, as the labels
+            points = np.array([[p.x, p.y] for p in parts], np.float64)  # pixel indices: see main()
             faces.append(detect.Face(np.array([box.left(), box.top(), box.right() + 1, box.bottom() + 1], float),
                                      np.array([points[i].mean(0) for i in IBUG])))
         seconds.append({"detect": middle - start, "predict": time.perf_counter() - middle})
         face = labelled_face(faces, t)
         found += face is not None
         predicted.append(None if face is None else face.keypoints)
-    return {"found": found, "score": score(predicted, truth)}, seconds
+    # dlib's landmarks are pixel indices (a pixel's centre is its index); the labels put a pixel's
+    # centre at index + 0.5. The photos' README's 2.42 px takes dlib's as they are.
+    return {"found": found, "score": score(predicted, truth),
+            "score, pixel centres": score([None if p is None else p + 0.5 for p in predicted], truth)}, seconds
+
+
+def ceiling(model: str, tta: str | None, labels: pd.DataFrame, truth: np.ndarray, data: Path) -> float:
+    """The score of the net on realfaces' own 96x96 crops of these very faces (their `training_row`),
+    mapped back to the photos: what a perfect framing would give this net."""
+    rows = pd.read_csv(data / "training.csv.gz").iloc[labels["training_row"]]
+    faces = np.stack([np.array(i.split(), np.float32) for i in rows["Image"]]).reshape(-1, 1, 96, 96) / 255
+    out = inference.load(model, tta == "flip", 256)(faces).reshape(len(faces), -1, 2)
+    crop_points = rows[list(COLUMNS)].to_numpy(np.float64).reshape(len(rows), -1, 2)
+    predicted = []
+    for t, c, o in zip(truth, crop_points, out):
+        known = ~np.isnan(c[:, 0])
+        predicted.append(framing.from_points(t[known], c[known], rotate=False).to_photo(o))
+    return score(predicted, truth)
 
 
 def per_photo_ms(seconds: list[dict]) -> str:
@@ -121,6 +139,8 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("model", help="a run, checkpoint or sweep directory")
     parser.add_argument("--photos", type=Path, default=Path("../shared/data/photos"))
+    parser.add_argument("--data", type=Path, default=Path("../shared/data/realfaces"),
+                        help="realfaces, for the score on its own crops of the photos' faces (skipped if absent)")
     parser.add_argument("--set", nargs="*", default=[], help="conf/detect.yaml overrides, KEY=VALUE")
     parser.add_argument("--repeats", type=int, default=100)
     args = parser.parse_args()
@@ -132,7 +152,7 @@ def main():
     refine = max(1, cfg.refine)
     print(f"{len(labels)} photos; finder {cfg.finder.cascade if 'cascade' in cfg.finder else cfg.finder._target_}, "
           f"refine {cfg.refine}, rotate {cfg.rotate}, max_step {cfg.max_step}")
-    rows, crops = [], []
+    rows = []
     for tta in (None, "flip"):
         detector = detect.Detector(args.model, tta, cfg)
         result, seconds = kfkd(detector, greys, truth, refine)
@@ -140,10 +160,15 @@ def main():
             rows.append({"method": f"kfkd, {'no refinement' if k == 0 else f'refined x{k}'}"
                          f"{', flip TTA' if tta else ''}", "found": f"{result['found']}/{len(labels)}",
                          "score px": round(s, 3), "ms per photo": per_photo_ms(seconds) if k == cfg.refine else ""})
+        if args.data.is_dir():
+            rows.append({"method": f"kfkd on realfaces' own crops of these faces{', flip TTA' if tta else ''}",
+                         "found": "-", "score px": round(ceiling(args.model, tta, labels, truth, args.data), 3),
+                         "ms per photo": ""})
     baseline = dlib_baseline(colour, truth)
     if baseline:
-        rows.append({"method": "dlib HOG + 68-point predictor", "found": f"{baseline[0]['found']}/{len(labels)}",
-                     "score px": round(baseline[0]["score"], 3), "ms per photo": per_photo_ms(baseline[1])})
+        for key, name in (("score", "as the photos' README scores it"), ("score, pixel centres", "moved to pixel centres")):
+            rows.append({"method": f"dlib HOG + 68-point predictor, {name}", "found": f"{baseline[0]['found']}/{len(labels)}",
+                         "score px": round(baseline[0][key], 3), "ms per photo": per_photo_ms(baseline[1])})
     print(pd.DataFrame(rows).to_string(index=False))
     anchors, canonical = [KEYPOINTS.index(a) for a in cfg.anchors], np.array(list(cfg.canonical.values()))
     faces = np.stack([framing.from_points(t[anchors], canonical, False).crop(g, cfg.max_step) for g, t in zip(greys, truth)])
