@@ -35,7 +35,8 @@ class SkimageLbp:
     def __call__(self, grey):
         found = self.cascade.detect_multi_scale(grey, scale_factor=1.1, step_ratio=1, min_size=(self.min_size,) * 2,
                                                 max_size=grey.shape, min_neighbor_number=4)
-        return np.array([[d["c"], d["r"], d["c"] + d["width"], d["r"] + d["height"]] for d in found], float).reshape(-1, 4)
+        boxes = [[d["c"], d["r"], d["c"] + d["width"], d["r"] + d["height"]] for d in found]
+        return np.array(boxes, float).reshape(-1, 4)
 
 
 def candidates() -> dict:

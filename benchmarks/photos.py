@@ -75,7 +75,8 @@ def dlib_baseline(colour, truth):
     import dlib
 
     models = Path(importlib.util.find_spec("face_recognition_models").origin).parent / "models"
-    finder, shape = dlib.get_frontal_face_detector(), dlib.shape_predictor(str(models / "shape_predictor_68_face_landmarks.dat"))
+    finder = dlib.get_frontal_face_detector()
+    shape = dlib.shape_predictor(str(models / "shape_predictor_68_face_landmarks.dat"))
     predicted, found, seconds = [], 0, []
     for image, t in zip(colour, truth):
         start = time.perf_counter()
@@ -166,12 +167,15 @@ def main():
                          "ms per photo": ""})
     baseline = dlib_baseline(colour, truth)
     if baseline:
-        for key, name in (("score", "as the photos' README scores it"), ("score, pixel centres", "moved to pixel centres")):
-            rows.append({"method": f"dlib HOG + 68-point predictor, {name}", "found": f"{baseline[0]['found']}/{len(labels)}",
+        for key, name in (("score", "as the photos' README scores it"),
+                          ("score, pixel centres", "moved to pixel centres")):
+            rows.append({"method": f"dlib HOG + 68-point predictor, {name}",
+                         "found": f"{baseline[0]['found']}/{len(labels)}",
                          "score px": round(baseline[0][key], 3), "ms per photo": per_photo_ms(baseline[1])})
     print(pd.DataFrame(rows).to_string(index=False))
     anchors, canonical = [KEYPOINTS.index(a) for a in cfg.anchors], np.array(list(cfg.canonical.values()))
-    faces = np.stack([framing.from_points(t[anchors], canonical, False).crop(g, cfg.max_step) for g, t in zip(greys, truth)])
+    faces = np.stack([framing.from_points(t[anchors], canonical, False).crop(g, cfg.max_step)
+                      for g, t in zip(greys, truth)])
     runtime(args.model, faces[:, None].astype(np.float32) / 255, args.repeats)
 
 

@@ -27,7 +27,7 @@ from omegaconf import OmegaConf
 from PIL import Image, ImageDraw, PngImagePlugin
 
 from keypoints import framing, images, inference
-from keypoints.columns import COLUMNS, IMAGE_SIZE, KEYPOINTS
+from keypoints.columns import COLUMNS, KEYPOINTS
 from keypoints.errors import DataError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -53,7 +53,8 @@ class Found:
 def settings(path: Path = SETTINGS, fitted: Path = FRAMING):
     """conf/detect.yaml with the box-to-frame map that conf/framing.yaml holds for its finder."""
     cfg, fit = OmegaConf.load(path), OmegaConf.load(fitted)
-    if OmegaConf.to_container(cfg.finder) != OmegaConf.to_container(fit.finder) or list(cfg.anchors) != list(fit.canonical):
+    same_finder = OmegaConf.to_container(cfg.finder) == OmegaConf.to_container(fit.finder)
+    if not same_finder or list(cfg.anchors) != list(fit.canonical):
         raise DataError(f"{fitted}: fitted for another finder or other anchors than {path}'s; "
                         f"refit with python -m keypoints.framefit")
     return OmegaConf.merge(cfg, {"canonical": fit.canonical, "box_to_frame": fit.box_to_frame})

@@ -58,7 +58,8 @@ def export(model: str | Path, out: str | Path | None = None, flip: bool = False)
                               input_names=["faces"], output_names=["keypoints"], opset_version=OPSET, verbose=False,
                               dynamic_shapes=({0: torch.export.Dim("batch")},), external_data=False)
         graph = onnx.load(str(staged))
-        onnx.helper.set_model_props(graph, {COLUMNS_KEY: ",".join(assembled.columns), TTA_KEY: "flip" if flip else "none",
+        onnx.helper.set_model_props(graph, {COLUMNS_KEY: ",".join(assembled.columns),
+                                            TTA_KEY: "flip" if flip else "none",
                                             "kfkd_runs": ",".join(str(r.dir) for r in found)})
         onnx.checker.check_model(graph)
         onnx.save(graph, str(staged))

@@ -87,7 +87,8 @@ def fit(finder, rows: pd.DataFrame, images: np.ndarray, anchors: list[str]) -> t
     spread = (np.percentile(ratios, 75, 0) - np.percentile(ratios, 25, 0)).round(4).tolist()
     return ({a: [round(float(v), 3) for v in p] for a, p in zip(anchors, canonical)},
             {k: round(v, 4) for k, v in box_to_frame.items()},
-            {"faces": len(images), "found": len(ratios), "interquartile_range": dict(zip("xy", spread[:2]), size=spread[2])})
+            {"faces": len(images), "found": len(ratios),
+             "interquartile_range": dict(zip("xy", spread[:2]), size=spread[2])})
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -42,7 +42,8 @@ class OnnxModel:
             raise DataError(f"{path}: not a model onnxruntime can load ({str(e).splitlines()[0][:160]})") from None
         meta = self.session.get_modelmeta().custom_metadata_map
         if COLUMNS_KEY not in meta:
-            raise DataError(f"{path}: no '{COLUMNS_KEY}' metadata; expected a model written by python -m keypoints.export")
+            raise DataError(f"{path}: no '{COLUMNS_KEY}' metadata; "
+                            f"expected a model written by python -m keypoints.export")
         self.columns, self.flip = meta[COLUMNS_KEY].split(","), meta.get(TTA_KEY) == "flip"
         if flip and not self.flip:
             raise DataError(f"{path}: exported without flip TTA; for --tta flip export it with "

@@ -27,7 +27,8 @@ def photo() -> tuple[np.ndarray, np.ndarray]:
     if not (PHOTOS / PHOTO).is_file():
         pytest.skip(f"{PHOTOS} is absent")
     labels = pd.read_csv(PHOTOS / "keypoints.csv").set_index("file")
-    return np.asarray(images.read(PHOTOS / PHOTO).convert("RGB")), labels.loc[PHOTO, list(COLUMNS)].to_numpy(float).reshape(15, 2)
+    truth = labels.loc[PHOTO, list(COLUMNS)].to_numpy(float).reshape(15, 2)
+    return np.asarray(images.read(PHOTOS / PHOTO).convert("RGB")), truth
 
 
 @pytest.fixture(scope="module")

@@ -29,7 +29,8 @@ class DiscFinder:
         out = np.full((len(faces), len(COLUMNS)), 48.0)
         for n, face in enumerate(faces[:, 0] * 255):
             for k, level in enumerate(LEVELS):
-                count, labels, stats, _ = cv2.connectedComponentsWithStats((np.abs(face - level) < 0.5).astype(np.uint8))
+                level_set = (np.abs(face - level) < 0.5).astype(np.uint8)
+                count, labels, stats, _ = cv2.connectedComponentsWithStats(level_set)
                 if count > 1:  # the disc's inside, grown to take in its anti-aliased rim
                     inside = (labels == 1 + stats[1:, cv2.CC_STAT_AREA].argmax()).astype(np.uint8)
                     disc = cv2.dilate(inside, np.ones((7, 7), np.uint8)) > 0
@@ -45,7 +46,8 @@ def photo_of(frame: framing.Frame, shape=(300, 400), supersample=4) -> np.ndarra
     radius = RADIUS * frame.size / 96
     for (x, y), level in zip(frame.to_photo(FACE), LEVELS):
         top, left = int(y - radius - 2), int(x - radius - 2)
-        ys, xs = (np.mgrid[:(2 * int(radius) + 5) * supersample, :(2 * int(radius) + 5) * supersample] + 0.5) / supersample
+        side = (2 * int(radius) + 5) * supersample
+        ys, xs = (np.mgrid[:side, :side] + 0.5) / supersample
         inside = np.hypot(xs + left - x, ys + top - y) <= radius
         cover = inside.reshape(inside.shape[0] // supersample, supersample, -1, supersample).mean((1, 3))
         patch = photo[top:top + cover.shape[0], left:left + cover.shape[1]]
