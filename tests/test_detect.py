@@ -215,3 +215,11 @@ def test_a_torch_model_and_its_export_give_the_same_keypoints(photo, model, onnx
 def test_bad_model_paths_are_one_line_errors(tmp_path):
     with pytest.raises(DataError, match="nothing.onnx: no such file"):
         detect.Detector(tmp_path / "nothing.onnx")
+
+
+def test_a_fit_made_for_another_finder_is_refused(tmp_path):
+    cfg = OmegaConf.load(detect.SETTINGS)
+    cfg.finder.min_neighbors += 1
+    OmegaConf.save(cfg, tmp_path / "detect.yaml")
+    with pytest.raises(DataError, match="framing.yaml: fitted for another finder.*python -m keypoints.framefit"):
+        detect.settings(tmp_path / "detect.yaml")
