@@ -21,16 +21,13 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from keypoints.columns import IMAGE_SIZE
+from keypoints.errors import DataError  # noqa: F401  (the project's modules import it from here too)
 
 PIXELS = IMAGE_SIZE * IMAGE_SIZE
 HALF = IMAGE_SIZE / 2
 CACHE_VERSION = 1
 KAGGLE = "it comes from Kaggle's facial-keypoints-detection competition"
 log = logging.getLogger(__name__)
-
-
-class DataError(ValueError):
-    """A problem with the user's data files: the message names the file and what was expected."""
 
 
 def find_file(directory: str | Path, name: str, setting: str = "data.dir=DIR") -> Path:
