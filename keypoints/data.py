@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import hashlib
+import logging
 import os
 import zipfile
 import zlib
@@ -20,24 +21,24 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from keypoints.columns import IMAGE_SIZE
+from keypoints.errors import DataError  # noqa: F401  (the project's modules import it from here too)
 
 PIXELS = IMAGE_SIZE * IMAGE_SIZE
 HALF = IMAGE_SIZE / 2
 CACHE_VERSION = 1
 KAGGLE = "it comes from Kaggle's facial-keypoints-detection competition"
+log = logging.getLogger(__name__)
 
 
-class DataError(ValueError):
-    """A problem with the user's data files: the message names the file and what was expected."""
-
-
-def find_file(directory: str | Path, name: str) -> Path:
-    """`name` in `directory`, plain or compressed as Kaggle ships it."""
+def find_file(directory: str | Path, name: str, setting: str = "data.dir=DIR") -> Path:
+    """`name` in `directory`, plain or compressed as Kaggle ships it; when it is not there, the
+    error says how to name the right folder (`setting`: the config value or flag that gave it)."""
     for candidate in (name, f"{name}.gz", f"{name}.zip"):
         path = Path(directory) / candidate
         if path.is_file():
             return path
-    raise DataError(f"{Path(directory) / name}: file not found (nor .gz/.zip); {KAGGLE}")
+    raise DataError(f"{Path(directory) / name}: file not found (nor .gz/.zip); {KAGGLE}; "
+                    f"give the folder that holds it as {setting}")
 
 
 def parse_pixels(images: pd.Series, source: str) -> np.ndarray:
@@ -112,10 +113,14 @@ def read_csv(path: Path, cache_dir: str | Path | None) -> tuple[pd.DataFrame, np
             row = np.flatnonzero(numeric.isna() & frame[column].notna())[0]
             raise DataError(f"{path}: line {_line(row)}: {column} = {frame[column].iloc[row]!r} is not a number")
     if cache is not None:
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache.with_suffix(f".{os.getpid()}.tmp.npz")
-        np.savez(tmp, values=frame.to_numpy(np.float64), columns=np.array(frame.columns, str), images=images)
-        os.replace(tmp, cache)
+        try:
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            tmp = cache.with_suffix(f".{os.getpid()}.tmp.npz")
+            np.savez(tmp, values=frame.to_numpy(np.float64), columns=np.array(frame.columns, str), images=images)
+            os.replace(tmp, cache)
+        except OSError as e:  # e.g. a run's saved cache path from another machine: the cache only saves time
+            log.warning(f"{cache.parent}: cannot keep parsed pixels there ({e.strerror or e}); "
+                        f"set paths.cache_dir=DIR to a writable folder")
     return frame, images
 
 

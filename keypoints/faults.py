@@ -27,6 +27,7 @@ from omegaconf.errors import MissingMandatoryValue
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from keypoints.data import DataError
+from keypoints.runs import read_checkpoint, saved_config
 
 log = logging.getLogger(__name__)
 
@@ -51,31 +52,53 @@ def user_errors():
 
 
 def resume_point(cfg: DictConfig, hydra: DictConfig) -> tuple[DictConfig, Path]:
-    """For `resume=RUN_DIR`: the run's saved config, with any values the command line sets on top
-    (`trainer.max_epochs=...` to train on), and its checkpoint of the last finished epoch."""
-    run = Path(cfg.resume).resolve()
+    """For `resume=RUN_DIR`: the run's saved config, its own paths moved to where RUN_DIR is now and
+    any values the command line sets on top (`trainer.max_epochs=...` to train on), and the
+    checkpoint to go on from."""
+    run = Path(os.path.abspath(cfg.resume))
     if hydra.mode == RunMode.MULTIRUN:
         raise RunError("resume continues one run; drop -m/--multirun")
     if not (run / "config.yaml").is_file():
         raise RunError(f"{run}: not a run directory (no config.yaml)")
     if (run / "metrics.json").is_file():
         raise RunError(f"{run}: this run has finished (metrics.json is there); nothing to resume")
-    saved = OmegaConf.load(run / "config.yaml")
+    saved = saved_config(run)
     for override in hydra.overrides.task:
         key = override.split("=", 1)[0].lstrip("+")
         if key in hydra.runtime.choices or key.startswith("~"):
             raise RunError(f"resume={cfg.resume} keeps the run's config groups; drop {override}")
         if key not in ("resume", "hydra") and not key.startswith("hydra."):
             OmegaConf.update(saved, key, OmegaConf.select(cfg, key), force_add=True)
-    last = last_checkpoint(saved)
-    if not last.is_file():
-        raise RunError(f"{run}: no {last.name}: the run stopped before its first epoch ended; start it again")
-    return saved, last
+    return saved, resume_checkpoint(saved)
 
 
 def last_checkpoint(cfg: DictConfig) -> Path:
     """Where a run's ModelCheckpoint keeps the checkpoint of its last finished epoch."""
     return Path(cfg.callbacks.checkpoint.dirpath) / "last.ckpt"
+
+
+def resume_checkpoint(cfg: DictConfig) -> Path:
+    """The checkpoint a resumed run starts from: last.ckpt (the latest improving epoch's whole state,
+    a link to best.ckpt), else best.ckpt where last.ckpt is missing (`rsync -r` without -l leaves
+    links out) or broken; either holds the whole state at an epoch's end."""
+    last = last_checkpoint(cfg)
+    found = []
+    for path in (last, last.with_name(f"{cfg.callbacks.checkpoint.filename}.ckpt")):
+        if path.exists() and not any(path.samefile(f) for f in found):
+            found.append(path)
+    if not found:
+        raise RunError(f"{last.parent}: no last.ckpt or best.ckpt: the run stopped before its first epoch ended, "
+                       f"or its checkpoints were not copied with it; start it again")
+    for path in found[:-1]:
+        try:
+            read_checkpoint(path)
+            return path
+        except DataError as e:
+            broken = e
+    read_checkpoint(found[-1])  # broken too: the error says so, and that nothing is left to resume from
+    if len(found) > 1:
+        log.warning(f"{broken}; resuming from {found[-1]}")
+    return found[-1]
 
 
 class RandomState(pl.Callback):
@@ -123,31 +146,45 @@ def divergence(history: list[dict]) -> str | None:
 
 
 class SweepSummary(Callback):
-    """In a multirun, every job runs even when some fail; the sweep ends naming each failed job and
-    why, and exits 1. Each failure's traceback is kept in its job directory's error.txt.
+    """In a multirun, every job runs even when some fail; the sweep ends counting the jobs that
+    completed, were pruned (a search's trials: keypoints/search.py) and failed, and naming each failed
+    job and why, and exits 1 if any failed. Each failure's traceback is kept in its job directory's
+    error.txt; a pruned job's directory has pruned.txt instead.
 
     Hydra 1.3's sweeper re-raises the first failure once the jobs have run and so skips
-    on_multirun_end; recording the failure here and marking it handled lets the summary run.
+    on_multirun_end; recording the failure here and marking it handled lets the summary run. A pruned
+    job stays failed with optuna.TrialPruned, for the Optuna sweeper to tell the study.
     """
 
     def on_job_end(self, config: DictConfig, job_return, **kwargs) -> None:
         if config.hydra.mode != RunMode.MULTIRUN or job_return.status != JobStatus.FAILED:
             return
+        from optuna import TrialPruned
+
         error = job_return._return_value  # the job's exception; `return_value` would re-raise it
         text = str(error) if isinstance(error, CompactHydraException) else f"{type(error).__name__}: {error}"
         message = text.strip().splitlines()[0]
         header = f"job {config.hydra.job.num}: {' '.join(job_return.overrides)}"
-        (Path(config.hydra.runtime.output_dir) / "error.txt").write_text(
-            f"{header}\n{message}\n\n{''.join(traceback.format_exception(error))}")
+        out = Path(config.hydra.runtime.output_dir)
+        if isinstance(error, TrialPruned):
+            (out / "pruned.txt").write_text(f"{header}\n{error}\n")
+            log.info(f"{header}: {error}")
+            return
+        (out / "error.txt").write_text(f"{header}\n{message}\n\n{''.join(traceback.format_exception(error))}")
         log.error(f"{header} failed: {message}")
         job_return.status, job_return.return_value = JobStatus.COMPLETED, None
 
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
         sweep = Path(config.hydra.sweep.dir)
+        jobs = [p.parent.parent for p in sweep.rglob(".hydra/overrides.yaml")]
+        counts = {kind: sum((job / marker).is_file() for job in jobs) for kind, marker in
+                  [("completed", "metrics.json"), ("pruned", "pruned.txt"), ("failed", "error.txt")]}
+        unfinished = len(jobs) - sum(counts.values())  # e.g. stopped by Ctrl-C in an earlier command
+        print(f"{len(jobs)} jobs in {sweep}: " + ", ".join(f"{n} {kind}" for kind, n in counts.items())
+              + (f", {unfinished} unfinished" if unfinished else ""))
         failures = sorted((p.read_text().splitlines()[:2] for p in sweep.rglob("error.txt")),
                           key=lambda lines: int(lines[0].split()[1].rstrip(":")))
         if failures:
-            jobs = len(list(sweep.rglob(".hydra/overrides.yaml")))
-            print(f"{len(failures)} of {jobs} jobs failed (tracebacks in each job's error.txt, under {sweep}):",
+            print(f"{len(failures)} of {len(jobs)} jobs failed (tracebacks in each job's error.txt, under {sweep}):",
                   *(f"  {header}\n    {message}" for header, message in failures), sep="\n", file=sys.stderr)
             sys.exit(1)  # not an exception: Hydra would turn that into a warning

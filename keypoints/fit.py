@@ -17,6 +17,7 @@ from keypoints.faults import RandomState, RunError, divergence, interruptible
 from keypoints.hardware import keep_freed_memory
 from keypoints.module import KeypointsModule
 from keypoints.plots import log_sample_faces
+from keypoints.search import pruning
 from keypoints.specialists import init_from, spread_over_gpus
 
 log = logging.getLogger(__name__)
@@ -36,9 +37,8 @@ def build(cfg: DictConfig):
         channels_last=cfg.channels_last,
         averaging=instantiate(cfg.averaging) or None,
     )
-    if cfg.init_from:
-        init_from(module.net, cfg.init_from)
-    callbacks = [instantiate(c) for c in cfg.callbacks.values()] + [History(), RandomState()]
+    # In a trial of a search (hparams_search=...), the callback that reports each epoch to the pruner.
+    callbacks = [instantiate(c) for c in cfg.callbacks.values()] + [History(), RandomState(), *pruning()]
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=instantiate(cfg.logger))
     return datamodule, module, trainer
 
@@ -49,22 +49,28 @@ def fit(cfg: DictConfig, resume_from: Path | None = None) -> dict:
     start = time.time()
     if cfg.keep_freed_memory:
         keep_freed_memory()
-    cfg = OmegaConf.merge(cfg, cfg.specialist.overrides)  # the tutorial's per-specialist kwargs
+    # A resumed run's saved config holds what the lines below set when it started, and the resuming
+    # command line may change it (trainer.max_epochs=...): they are for a run's start only.
+    fresh = resume_from is None
+    if fresh:
+        cfg = OmegaConf.merge(cfg, cfg.specialist.overrides)  # the tutorial's per-specialist kwargs
+        budget = cfg.epoch_budget.pretrained if cfg.init_from else cfg.epoch_budget.scratch
+        if budget:  # the tutorial's epochs per training row; set before build, as the schedule reads it
+            counter = instantiate(cfg.data, columns=list(cfg.specialist.columns))
+            counter.setup()
+            cfg.trainer.max_epochs = max(1, int(budget / len(counter.train_set)))
     spread_over_gpus(cfg)
-    budget = cfg.epoch_budget.pretrained if cfg.init_from else cfg.epoch_budget.scratch
-    if budget:  # the tutorial's epochs per training row; set before build, as the schedule reads it
-        counter = instantiate(cfg.data, columns=list(cfg.specialist.columns))
-        counter.setup()
-        cfg.trainer.max_epochs = max(1, int(budget / len(counter.train_set)))
     pl.seed_everything(cfg.seed, workers=True)
     out = Path(cfg.paths.output_dir)
     # DDP's other ranks re-run train.py into the same directory: only rank 0 claims it.
-    if resume_from is None and rank_zero_only.rank == 0:
+    if fresh and rank_zero_only.rank == 0:
         if (out / "config.yaml").exists():  # e.g. a fixed hydra.run.dir used twice
             raise RunError(f"{out} already holds a run; choose another hydra.run.dir, or continue it with resume={out}")
         out.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(cfg, out / "config.yaml", resolve=True)
     datamodule, module, trainer = build(cfg)
+    if fresh and cfg.init_from:  # resumed, every weight comes from the checkpoint; the source may have moved
+        init_from(module.net, cfg.init_from)
     # TensorBoard's hyperparameter table: the resolved config (Lightning flattens it) against the
     # final valid RMSE, which is logged once the best weights are restored (NaN until then).
     trainer.logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True), {FINAL_METRIC: math.nan})

@@ -8,6 +8,7 @@ specialists' weight transfer all load through here.
 """
 from __future__ import annotations
 
+import os
 import pickle
 import zipfile
 from dataclasses import dataclass
@@ -51,15 +52,38 @@ def checkpoint_path(path: str | Path) -> Path:
     return ckpt
 
 
+# What torch.load raises for a file cut short or damaged.
+BROKEN = (OSError, RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError)
+
+
+def _load(ckpt: Path) -> dict:
+    # The project's own checkpoints: the scheduler's state holds numpy arrays, not only tensors.
+    return torch.load(ckpt, map_location="cpu", weights_only=False)
+
+
 def read_checkpoint(path: str | Path) -> dict:
-    """A checkpoint's contents; a truncated or corrupt file is reported as such."""
+    """A checkpoint's contents; a truncated or corrupt file is reported as such, with the run's
+    other checkpoint to use instead where one is intact."""
     ckpt = checkpoint_path(path)
-    try:  # the project's own checkpoints: the scheduler's state holds numpy arrays, not only tensors
-        return torch.load(ckpt, map_location="cpu", weights_only=False)
+    try:
+        return _load(ckpt)
     except PermissionError as e:
         raise DataError(f"{ckpt}: cannot be read ({e.strerror})") from None
-    except (OSError, RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError) as e:
-        raise DataError(f"{ckpt}: truncated or corrupt ({str(e).splitlines()[0][:200]})") from None
+    except BROKEN as e:
+        raise DataError(f"{ckpt} is truncated or corrupt ({str(e).splitlines()[0][:200]}); {_instead(ckpt)}") from None
+
+
+def _instead(ckpt: Path) -> str:
+    """What is left of a run whose checkpoint `ckpt` is broken: another intact checkpoint beside it
+    (last.ckpt, when it is a file of its own rather than the link to best.ckpt), or nothing."""
+    for other in sorted(ckpt.parent.glob("*.ckpt")):
+        if other.exists() and not other.samefile(ckpt):
+            try:
+                _load(other)
+            except BROKEN:
+                continue
+            return f"use {other} instead"
+    return "the run's last good state is lost"
 
 
 AVERAGED = "averaged.module."  # KeypointsModule's weight average (averaging=ema), beside its trained `net.`
@@ -76,11 +100,35 @@ def net_weights(path: str | Path) -> dict[str, torch.Tensor]:
     return {k.removeprefix(prefix): v for k, v in state.items() if k.startswith(prefix)}
 
 
+def relocated(value, old: str, new: str):
+    """`value` (a string, or dicts, lists and tuples of them) with every path at or under `old`
+    moved to the same place under `new`; everything else as it was."""
+    if isinstance(value, str):
+        old = old.rstrip(os.sep)
+        return new + value[len(old):] if old and (value == old or value.startswith(old + os.sep)) else value
+    if isinstance(value, dict):
+        return {relocated(k, old, new): relocated(v, old, new) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(relocated(v, old, new) for v in value)
+    return value
+
+
+def saved_config(directory: str | Path) -> DictConfig:
+    """A run directory's config.yaml, with the run's own paths (`paths.output_dir` and everything
+    under it: checkpoints, logs) where the directory is now rather than where it was trained.
+    Paths outside the run (`data.dir`, the cache) are kept as they were given."""
+    cfg = OmegaConf.load(Path(directory) / "config.yaml")
+    trained_in = OmegaConf.select(cfg, "paths.output_dir")
+    if not trained_in:
+        return cfg
+    return OmegaConf.create(relocated(OmegaConf.to_container(cfg), trained_in, os.path.abspath(directory)))
+
+
 def _run(directory: Path, checkpoint: Path) -> Run:
     config = directory / "config.yaml"
     if not config.is_file():
         raise DataError(f"{config}: not found; expected the run directory that {checkpoint.name} was trained in")
-    return Run(directory, checkpoint, OmegaConf.load(config))
+    return Run(directory, checkpoint, saved_config(directory))
 
 
 def find(paths: list[str | Path]) -> list[Run]:

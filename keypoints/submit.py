@@ -1,12 +1,13 @@
 """Predict with trained runs, write the Kaggle submission, and measure RMSE on labelled faces.
 
     python -m keypoints.submit predict SWEEP_OR_RUN_OR_CKPT... [--data DIR] [--out submission.csv] [--tta flip]
-    python -m keypoints.submit evaluate SWEEP_OR_RUN_OR_CKPT... [--csv labelled.csv] [--tta flip]
+    python -m keypoints.submit evaluate SWEEP_OR_RUN_OR_CKPT... [--csv labelled.csv | --data DIR] [--tta flip]
 
 Every run's net is rebuilt from its config.yaml and loaded from its best checkpoint, and the 30
 columns are assembled from all runs (keypoints.runs): a net with fewer columns (a specialist) wins
 over a wider one (`all`). `--tta flip` averages each prediction with that of the mirrored face.
-`evaluate` without --csv uses the held-out validation rows of the runs' training.csv.
+`evaluate` without --csv uses the held-out validation rows of the runs' training.csv. Runs are read
+relative to the paths given, wherever they were trained; `--data` replaces the data.dir they saved.
 """
 from __future__ import annotations
 
@@ -24,10 +25,12 @@ from keypoints import runs as trained
 from keypoints.columns import COLUMNS, IMAGE_SIZE, KEYPOINTS
 from keypoints.data import HALF, DataError, find_file, read_csv, to_tensors
 
+DATA_FLAG = "--data DIR"  # replaces the runs' data.dir, which may not hold where they are read
+
 
 def read_test(data_dir: str | Path, cache_dir: str | Path | None) -> tuple[np.ndarray, np.ndarray]:
     """test.csv's ImageIds and images, checked: every ImageId present, none repeated."""
-    path = find_file(data_dir, "test.csv")
+    path = find_file(data_dir, "test.csv", DATA_FLAG)
     frame, images = read_csv(path, cache_dir)
     if "ImageId" not in frame.columns:
         raise DataError(f"{path}: no 'ImageId' column; expected ImageId,Image")
@@ -43,7 +46,7 @@ def read_test(data_dir: str | Path, cache_dir: str | Path | None) -> tuple[np.nd
 
 def read_lookup(data_dir: str | Path, image_ids: np.ndarray) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
     """IdLookupTable.csv, and for each of its rows the index of its image in test.csv and of its column."""
-    path = find_file(data_dir, "IdLookupTable.csv")
+    path = find_file(data_dir, "IdLookupTable.csv", DATA_FLAG)
     lookup = pd.read_csv(path)
     missing = {"RowId", "ImageId", "FeatureName"} - set(lookup.columns)
     if missing:
@@ -94,11 +97,16 @@ def write_submission(model: trained.Assembled, runs: list[trained.Run], data_dir
     return out
 
 
-def labelled_faces(runs: list[trained.Run], csv: str | Path | None) -> tuple[torch.Tensor, np.ndarray]:
-    """Images and their 30 keypoint columns in pixels (NaN where unlabelled): the CSV, or the held-out rows."""
+def labelled_faces(runs: list[trained.Run], csv: str | Path | None,
+                   data_dir: str | Path | None = None) -> tuple[torch.Tensor, np.ndarray]:
+    """Images and their 30 keypoint columns in pixels (NaN where unlabelled): the CSV, or the rows
+    held out from the runs' training.csv (in `data_dir`, else their data.dir)."""
     cfg = runs[0].cfg
     if csv is None:
-        datamodule = instantiate(cfg.data, columns=list(COLUMNS), drop_incomplete=False)
+        data_dir = data_dir or cfg.data.dir
+        if cfg.data.generate is None:  # generated data is made again where it is missing
+            find_file(data_dir, "training.csv", DATA_FLAG)
+        datamodule = instantiate(cfg.data, dir=data_dir, columns=list(COLUMNS), drop_incomplete=False)
         datamodule.setup()
         x, y, mask = datamodule.valid_set[:]
         return x.cpu(), np.where(mask.cpu().numpy() > 0, y.cpu().numpy() * HALF + HALF, np.nan)
@@ -109,9 +117,10 @@ def labelled_faces(runs: list[trained.Run], csv: str | Path | None) -> tuple[tor
     return to_tensors(images), frame[list(COLUMNS)].to_numpy(np.float64)
 
 
-def evaluate(model: trained.Assembled, runs: list[trained.Run], csv: str | Path | None = None) -> pd.DataFrame:
+def evaluate(model: trained.Assembled, runs: list[trained.Run], csv: str | Path | None = None,
+             data_dir: str | Path | None = None) -> pd.DataFrame:
     """RMSE in pixels per keypoint (x and y together) and overall, over the labelled values."""
-    x, truth = labelled_faces(runs, csv)
+    x, truth = labelled_faces(runs, csv, data_dir)
     error = (predict_columns(model, runs, x) - truth) ** 2
     labelled = ~np.isnan(truth)
     if (labelled & np.isnan(error)).any():
@@ -134,6 +143,7 @@ def main(argv: list[str] | None = None) -> None:
     e = commands.add_parser("evaluate", help="RMSE in pixels per keypoint and overall")
     e.add_argument("runs", nargs="+", help="sweep directories, run directories or .ckpt files")
     e.add_argument("--csv", help="a labelled CSV in training.csv's format (default: the held-out validation rows)")
+    e.add_argument("--data", help="without --csv: the folder with the runs' training.csv (default: their data.dir)")
     for command in (p, e):
         command.add_argument("--tta", choices=["flip"], help="average with the prediction for the mirrored face")
     args = parser.parse_args(argv)
@@ -143,7 +153,7 @@ def main(argv: list[str] | None = None) -> None:
             out = write_submission(model, runs, args.data or runs[0].cfg.data.dir, args.out)
             print(f"wrote {out}")
         else:
-            print(evaluate(model, runs, args.csv).to_string(float_format="%.3f"))
+            print(evaluate(model, runs, args.csv, args.data).to_string(float_format="%.3f"))
     except DataError as error:
         sys.exit(f"error: {error}")
 

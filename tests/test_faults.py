@@ -2,6 +2,7 @@
 import json
 import math
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -14,7 +15,7 @@ from hydra.types import RunMode
 from omegaconf import OmegaConf
 
 from conftest import ROOT, compose, run_train
-from keypoints.data import read_csv
+from keypoints.data import DataError, read_csv
 from keypoints.faults import RunError, divergence, resume_point
 from keypoints.fit import fit
 
@@ -78,20 +79,30 @@ def test_a_run_directory_is_never_reused(tiny_data, tmp_path):
     assert metrics(tmp_path / "run") == first
 
 
+def resumable(run, trained_in):
+    """A run directory as an interrupted run leaves it, whose config.yaml was saved in `trained_in`;
+    its best.ckpt holds `state` and last.ckpt links to it."""
+    (run / "checkpoints").mkdir(parents=True)
+    OmegaConf.save({"paths": {"output_dir": str(trained_in)}, "trainer": {"max_epochs": 3},
+                    "callbacks": {"checkpoint": {"dirpath": f"{trained_in}/checkpoints", "filename": "best"}}},
+                   run / "config.yaml")
+    torch.save({"epoch": 1}, run / "checkpoints" / "best.ckpt")
+    (run / "checkpoints" / "last.ckpt").symlink_to("best.ckpt")
+    return run
+
+
+def resume_hydra(run, *overrides):
+    return OmegaConf.create({"mode": RunMode.RUN, "runtime": {"choices": {"net": "cnn"}},
+                             "overrides": {"task": [f"resume={run}", *overrides]}})
+
+
 def test_resume_refuses_what_it_cannot_continue_and_takes_new_values(tmp_path):
     run = tmp_path / "run"
-    hydra = OmegaConf.create({"mode": RunMode.RUN, "runtime": {"choices": {"net": "cnn"}},
-                              "overrides": {"task": [f"resume={run}", "trainer.max_epochs=9"]}})
+    hydra = resume_hydra(run, "trainer.max_epochs=9")
     cfg = OmegaConf.create({"resume": str(run), "trainer": {"max_epochs": 9}, "net": {"name": "mlp"}})
     with pytest.raises(RunError, match=f"{run}: not a run directory"):
         resume_point(cfg, hydra)
-    run.mkdir()
-    OmegaConf.save({"trainer": {"max_epochs": 3}, "callbacks": {"checkpoint": {"dirpath": f"{run}/checkpoints"}}},
-                   run / "config.yaml")
-    with pytest.raises(RunError, match="no last.ckpt: the run stopped before its first epoch ended"):
-        resume_point(cfg, hydra)
-    (run / "checkpoints").mkdir()
-    (run / "checkpoints" / "last.ckpt").touch()
+    resumable(run, run)
     saved, last = resume_point(cfg, hydra)
     assert last == run / "checkpoints" / "last.ckpt" and saved.trainer.max_epochs == 9 and "net" not in saved
     hydra.overrides.task.append("net=mlp")
@@ -106,6 +117,39 @@ def test_resume_refuses_what_it_cannot_continue_and_takes_new_values(tmp_path):
         resume_point(cfg, hydra)
 
 
+def test_a_moved_run_resumes_from_where_it_is_now(tmp_path):
+    run = resumable(tmp_path / "b" / "run1", tmp_path / "a" / "run1")  # trained in a/run1, then moved
+    saved, last = resume_point(OmegaConf.create({"resume": str(run)}), resume_hydra(run))
+    assert last == run / "checkpoints" / "last.ckpt"
+    assert saved.paths.output_dir == str(run) and saved.callbacks.checkpoint.dirpath == str(run / "checkpoints")
+
+
+def test_resume_goes_on_from_best_ckpt_where_last_ckpt_is_missing_or_broken(tmp_path, caplog):
+    run = resumable(tmp_path / "run", tmp_path / "run")
+    cfg, hydra = OmegaConf.create({"resume": str(run)}), resume_hydra(run)
+    last, best = run / "checkpoints" / "last.ckpt", run / "checkpoints" / "best.ckpt"
+    last.unlink()  # as `rsync -r`, which copies no links, leaves a run
+    assert resume_point(cfg, hydra)[1] == best
+    last.write_bytes(best.read_bytes()[:100])  # a file of its own, cut short
+    assert resume_point(cfg, hydra)[1] == best
+    assert f"{last} is truncated or corrupt (" in caplog.text and f"use {best} instead; resuming from {best}" in caplog.text
+
+
+def test_resume_names_a_broken_or_missing_checkpoint_and_what_is_lost(tmp_path):
+    run = resumable(tmp_path / "run", tmp_path / "run")
+    cfg, hydra = OmegaConf.create({"resume": str(run)}), resume_hydra(run)
+    best = run / "checkpoints" / "best.ckpt"
+    best.write_bytes(best.read_bytes()[:100])  # and last.ckpt links to it
+    with pytest.raises(DataError, match=rf"{run}/checkpoints/last.ckpt is truncated or corrupt \(.*\); "
+                                        r"the run's last good state is lost$"):
+        resume_point(cfg, hydra)
+    for ckpt in (run / "checkpoints").iterdir():
+        ckpt.unlink()
+    with pytest.raises(RunError, match=rf"{run}/checkpoints: no last.ckpt or best.ckpt: the run stopped before its "
+                                       r"first epoch ended, or its checkpoints were not copied with it; start it again"):
+        resume_point(cfg, hydra)
+
+
 @pytest.fixture(scope="module")
 def uninterrupted(tiny_data, tmp_path_factory):
     cwd = tmp_path_factory.mktemp("uninterrupted")
@@ -113,13 +157,12 @@ def uninterrupted(tiny_data, tmp_path_factory):
     return metrics(cwd / "run")
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
-def test_interrupted_run_resumes_to_the_same_metrics(tiny_data, tmp_path, uninterrupted, sig):
-    run = tmp_path / "run"
+def interrupt(cwd, tiny_data, sig):
+    """cwd/run, a run of SMALL stopped by `sig` after its first checkpoint, before its last epoch."""
+    run = cwd / "run"
     proc = subprocess.Popen(
         [sys.executable, str(ROOT / "train.py"), *SMALL, f"data.dir={tiny_data}", "hydra.run.dir=run",
-         "trainer.enable_progress_bar=false"], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+         "trainer.enable_progress_bar=false"], cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # even where the test runner ignores Ctrl-C
     last = run / "checkpoints" / "last.ckpt"
     deadline = time.time() + 120
@@ -130,16 +173,43 @@ def test_interrupted_run_resumes_to_the_same_metrics(tiny_data, tmp_path, uninte
     assert proc.returncode == 128 + sig, output[-3000:]
     assert f"training stopped; continue it with: python train.py resume={run}" in output
     assert not (run / "metrics.json").exists()
-    stopped_at = torch.load(last, weights_only=False)["epoch"]
-    assert stopped_at < 4  # the run had epochs left
+    assert torch.load(last, weights_only=False)["epoch"] < 4  # the run had epochs left
+    return run
 
-    proc = run_train(tmp_path, f"resume={run}")
+
+def resumed_as_uninterrupted(run, uninterrupted, proc):
+    """The resumed run ended exactly as the run never stopped, its best.ckpt included."""
     assert "Restored all states from the checkpoint" in proc.stdout + proc.stderr
     resumed = metrics(run)
     assert resumed["history"] == uninterrupted["history"]
     assert (resumed["valid_loss"], resumed["best_epoch"]) == (uninterrupted["valid_loss"], uninterrupted["best_epoch"])
+    assert torch.load(run / "checkpoints" / "best.ckpt", weights_only=False)["epoch"] == uninterrupted["best_epoch"]
     assert "loss=masked" in (run / ".hydra" / "overrides.yaml").read_text()  # the first record is kept
     assert len(list((run / ".hydra").glob("resumed_*/overrides.yaml"))) == 1
+
+
+@pytest.mark.slow
+def test_interrupted_run_moved_elsewhere_resumes_to_the_same_metrics(tiny_data, tmp_path, uninterrupted):
+    for d in ("a", "b", "elsewhere"):
+        (tmp_path / d).mkdir()
+    run = tmp_path / "b" / "run1"
+    shutil.move(interrupt(tmp_path / "a", tiny_data, signal.SIGINT), run)
+    resumed_as_uninterrupted(run, uninterrupted, run_train(tmp_path / "elsewhere", f"resume={run}"))
+    assert not (tmp_path / "a" / "run").exists()  # nothing written where the run used to be
+
+
+@pytest.mark.slow
+def test_a_resumed_copy_leaves_every_file_of_the_original_as_it_was(tiny_data, tmp_path, uninterrupted):
+    original = interrupt(tmp_path, tiny_data, signal.SIGTERM)
+    copy = tmp_path / "copy"
+    shutil.copytree(original, copy, symlinks=True)  # as `cp -a` or `rsync -a` copy it
+
+    def files(root):
+        return {p.relative_to(root): os.readlink(p) if p.is_symlink() else p.read_bytes()
+                for p in root.rglob("*") if p.is_file() or p.is_symlink()}
+    before = files(original)
+    resumed_as_uninterrupted(copy, uninterrupted, run_train(tmp_path, f"resume={copy}"))
+    assert files(original) == before
 
 
 @pytest.mark.slow

@@ -61,6 +61,32 @@ def test_flip_tta_averages_with_the_mirrored_face_mirrored_back(sweep):
 def test_a_truncated_or_corrupt_checkpoint_is_reported_as_such(tiny_data, tmp_path, damage):
     run = make_run(tmp_path / "run", tiny_data)
     ckpt = run / "checkpoints" / "best.ckpt"
-    ckpt.write_bytes(damage(ckpt.read_bytes()))
-    with pytest.raises(DataError, match=rf"{ckpt}: truncated or corrupt \("):
+    intact = ckpt.read_bytes()
+    ckpt.write_bytes(damage(intact))
+    (run / "checkpoints" / "last.ckpt").symlink_to("best.ckpt")  # the same file: no help
+    with pytest.raises(DataError, match=rf"^{ckpt} is truncated or corrupt \(.+\); the run's last good state is lost$"):
         trained.load([run])
+    (run / "checkpoints" / "last.ckpt").unlink()
+    (run / "checkpoints" / "last.ckpt").write_bytes(intact)  # a file of its own, as a copy without links leaves it
+    with pytest.raises(DataError, match=rf"^{ckpt} is truncated or corrupt \(.+\); use {run}/checkpoints/last.ckpt instead$"):
+        trained.load([run])
+    assert trained.load([run / "checkpoints" / "last.ckpt"])[1][0].dir == run
+
+
+def test_a_moved_run_is_read_where_it_is_now(tiny_data, tmp_path):
+    trained_in = make_run(tmp_path / "a" / "run", tiny_data)
+    moved = tmp_path / "b" / "run"
+    moved.parent.mkdir()
+    trained_in.rename(moved)
+    (run,) = trained.find([moved])
+    assert run.cfg.paths.output_dir == str(moved) and run.checkpoint == moved / "checkpoints" / "best.ckpt"
+    assert run.cfg.callbacks.checkpoint.dirpath == str(moved / "checkpoints")
+    assert run.cfg.data.dir == str(tiny_data)  # outside the run: as it was given
+
+
+def test_relocated_moves_only_paths_inside_the_old_directory():
+    state = {"dirpath": "/a/run", "best": "/a/run/checkpoints/best.ckpt", "paths": ["/a/run2/x", "/a/runs", "/a"],
+             "models": {"/a/run/best.ckpt": 1.0}, "n": 3}
+    assert trained.relocated(state, "/a/run/", "/b/r") == {
+        "dirpath": "/b/r", "best": "/b/r/checkpoints/best.ckpt", "paths": ["/a/run2/x", "/a/runs", "/a"],
+        "models": {"/b/r/best.ckpt": 1.0}, "n": 3}

@@ -85,6 +85,38 @@ def test_evaluate_on_the_held_out_rows_by_default(sweep, capsys):
     assert "overall" in out and "mouth_center_bottom_lip" in out
 
 
+def submit(cwd, *args):
+    """`python -m keypoints.submit ARGS` in `cwd`, a fresh process."""
+    proc = subprocess.run([sys.executable, "-m", "keypoints.submit", *map(str, args)], cwd=cwd, capture_output=True,
+                          text=True, timeout=300, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc.stdout
+
+
+def test_evaluate_and_predict_a_moved_sweep_from_another_working_directory(sweep, tiny_data, tmp_path):
+    model, runs = trained.load([sweep])
+    table = evaluate(model, runs).to_string(float_format="%.3f")
+    expected = submission(model, runs, tiny_data)
+    moved, elsewhere = tmp_path / "moved" / "sweep", tmp_path / "elsewhere"
+    moved.parent.mkdir()
+    elsewhere.mkdir()
+    shutil.move(sweep, moved)  # the runs' saved paths now lead nowhere
+    assert submit(elsewhere, "evaluate", moved) == table + "\n"
+    submit(elsewhere, "predict", moved, "--out", "submission.csv")
+    pd.testing.assert_frame_equal(pd.read_csv(elsewhere / "submission.csv"), expected, check_exact=False, atol=1e-4)
+
+
+def test_data_the_runs_no_longer_find_is_named_with_the_flag_to_give(tiny_data, tmp_path):
+    run = make_run(tmp_path / "run", tmp_path / "gone")
+    for command in ("predict", "evaluate"):
+        with pytest.raises(SystemExit, match=rf"^error: {tmp_path}/gone/(test|training).csv: file not found .*; "
+                                             r"give the folder that holds it as --data DIR$"):
+            main([command, str(run), "--out", str(tmp_path / "s.csv")] if command == "predict" else [command, str(run)])
+    main(["evaluate", str(run), "--data", str(tiny_data)])
+    main(["predict", str(run), "--data", str(tiny_data), "--out", str(tmp_path / "s.csv")])
+    assert len(pd.read_csv(tmp_path / "s.csv")) == len(pd.read_csv(tiny_data / "IdLookupTable.csv"))
+
+
 def run_pipeline(cwd, data_dir, *overrides):
     command = [sys.executable, "-m", "keypoints.specialists", "experiment=specialists", "data=kaggle",
                f"data.dir={data_dir}", "epoch_budget.scratch=null", "epoch_budget.pretrained=null",

@@ -1,0 +1,245 @@
+"""Keypoints on any photo: find every face, frame it as Kaggle's faces are framed, predict, map back.
+
+    python -m keypoints.detect MODEL PHOTO_OR_DIR... [--out DIR] [--tta flip]
+
+MODEL: a run directory, a checkpoint, a sweep directory (its nets assembled as `submit` does) or an
+exported .onnx file (run by onnxruntime, without torch). Writes DIR/keypoints.csv (file, face, box,
+Kaggle's 30 columns in the photo's pixels) and DIR/<photo stem>.png (the photo with boxes and
+keypoints drawn). The Python API:
+
+    detector = Detector("outputs/runs/RUN")            # load once
+    for face in detector(image):                       # image: (H, W) or (H, W, 3) uint8 array
+        face.box, face.keypoints                       # (4,) and (15, 2) in the image's pixels
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from omegaconf import OmegaConf
+from PIL import Image, ImageDraw, PngImagePlugin
+
+from keypoints import framing, images, inference
+from keypoints.columns import COLUMNS, KEYPOINTS
+from keypoints.errors import DataError
+
+ROOT = Path(__file__).resolve().parents[1]
+SETTINGS, FRAMING = ROOT / "conf" / "detect.yaml", ROOT / "conf" / "framing.yaml"
+HEADER = ["file", "face", "box_left", "box_top", "box_right", "box_bottom", *COLUMNS]
+STAMP = ("Software", "kfkd detect")  # marks the PNGs this command wrote, which a later run may replace
+STAGES = ("detect", "frame", "predict")
+
+
+@dataclass
+class Face:
+    box: np.ndarray  # (4,): left, top, right, bottom in the image's pixels
+    keypoints: np.ndarray  # (15, 2): x, y in the image's pixels, in KEYPOINTS order; NaN where the model has none
+
+
+@dataclass
+class Found:
+    faces: list[Face]
+    too_small: list[np.ndarray]  # boxes of faces too small to frame (side under min_face_px)
+    seconds: dict[str, float] = field(default_factory=lambda: dict.fromkeys(STAGES, 0.0))
+
+
+def settings(path: Path = SETTINGS, fitted: Path = FRAMING):
+    """conf/detect.yaml with the box-to-frame map that conf/framing.yaml holds for its finder."""
+    cfg, fit = OmegaConf.load(path), OmegaConf.load(fitted)
+    same_finder = OmegaConf.to_container(cfg.finder) == OmegaConf.to_container(fit.finder)
+    if not same_finder or list(cfg.anchors) != list(fit.canonical):
+        raise DataError(f"{fitted}: fitted for another finder or other anchors than {path}'s; "
+                        f"refit with python -m keypoints.framefit")
+    return OmegaConf.merge(cfg, {"canonical": fit.canonical, "box_to_frame": fit.box_to_frame})
+
+
+class Detector:
+    """Faces and their 15 keypoints in images. `model`: a run, checkpoint or sweep directory, an .onnx
+    file, or a loaded model (keypoints.inference); `tta="flip"` averages with the mirrored face."""
+
+    def __init__(self, model, tta: str | None = None, cfg=None):
+        from hydra.utils import instantiate
+
+        self.cfg = cfg if cfg is not None else settings()
+        self.model = model if callable(model) else inference.load(model, tta == "flip", self.cfg.batch_size)
+        self.finder = instantiate(self.cfg.finder)
+        self.canonical = np.array(list(self.cfg.canonical.values()), np.float64)
+        names = [f"{a}_{axis}" for a in self.cfg.canonical for axis in "xy"]
+        self.anchors = [self.model.columns.index(c) for c in names] if set(names) <= set(self.model.columns) else None
+        self.columns = [COLUMNS.index(c) for c in self.model.columns]
+
+    def __call__(self, image: np.ndarray) -> list[Face]:
+        """The faces in an image array, (H, W) grey or (H, W, 3) RGB, uint8."""
+        return self.find(images.grey(images.from_array(image)))[0].faces
+
+    def find(self, grey: np.ndarray, refine: int | None = None) -> tuple[Found, list[np.ndarray]]:
+        """The faces in a grey (H, W) uint8 photo, with the seconds each stage took, and the keypoints
+        after each pass (the first frame's, then each refinement's) for measuring what refining gives."""
+        refine = self.cfg.refine if refine is None else refine
+        found = Found([], [])
+        start = time.perf_counter()
+        boxes = self.boxes(grey)
+        found.seconds["detect"] += time.perf_counter() - start
+        side = np.sqrt((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]))
+        found.too_small = list(boxes[side < self.cfg.min_face_px])
+        boxes = boxes[side >= self.cfg.min_face_px]
+        frames = [framing.from_box(b, self.cfg.box_to_frame) for b in boxes]
+        passes = []
+        for step in range(1 + (refine if self.anchors is not None else 0)):
+            if step:
+                frames = [framing.from_points(p[self.anchors].reshape(-1, 2), self.canonical, self.cfg.rotate)
+                          for p in points]
+            points = self.predict(grey, frames, found.seconds)
+            passes.append(points)
+        found.faces = [Face(b, self.as_keypoints(p)) for b, p in zip(boxes, points)]
+        return found, passes
+
+    def boxes(self, grey: np.ndarray) -> np.ndarray:
+        """The finder's boxes in the photo's pixels; a photo larger than max_side is searched reduced."""
+        factor = math.ceil(max(grey.shape) / self.cfg.max_side)
+        small = np.asarray(Image.fromarray(grey).reduce(factor)) if factor > 1 else grey
+        boxes = self.finder(small) * factor
+        return boxes[np.argsort(boxes[:, 0], kind="stable")]  # faces numbered left to right
+
+    def predict(self, grey: np.ndarray, frames: list[framing.Frame], seconds: dict) -> list[np.ndarray]:
+        """The model's columns, mapped to photo pixels, for each frame: (len(columns),) arrays."""
+        if not frames:
+            return []
+        start = time.perf_counter()
+        crops = np.stack([f.crop(grey, self.cfg.max_step) for f in frames])[:, None].astype(np.float32) / 255
+        seconds["frame"] += time.perf_counter() - start
+        start = time.perf_counter()
+        out = self.model(crops)
+        seconds["predict"] += time.perf_counter() - start
+        return [f.to_photo(o.reshape(-1, 2)).reshape(-1) for f, o in zip(frames, out)]
+
+    def as_keypoints(self, values: np.ndarray) -> np.ndarray:
+        """The model's columns as (15, 2) keypoints, NaN where it predicts none."""
+        full = np.full(len(COLUMNS), np.nan)
+        full[self.columns] = values
+        return full.reshape(len(KEYPOINTS), 2)
+
+
+def photos(paths: list[str]) -> tuple[list[Path], list[str]]:
+    """The files to read: each file named, and in each folder named the files with an image suffix
+    Pillow knows; and one line for each path that gives none."""
+    suffixes = {s.lower() for s in Image.registered_extensions()}
+    files, problems = [], []
+    for name in paths:
+        path = Path(name)
+        if path.is_dir():
+            found = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in suffixes)
+            if not found:
+                problems.append(f"{path}: empty folder, no image files in it")
+            files += found
+        elif path.is_file():
+            files.append(path)
+        else:
+            problems.append(f"{path}: no such file or folder")
+    return files, problems
+
+
+def outputs(files: list[Path], out: Path) -> tuple[Path, list[Path]]:
+    """DIR/keypoints.csv and a DIR/<stem>.png for each photo (<stem>-2.png, ... where stems repeat),
+    refusing any that exists and was not written by this command."""
+    taken: dict[str, int] = {}
+    drawings = []
+    for f in files:
+        taken[f.stem] = taken.get(f.stem, 0) + 1
+        drawings.append(out / (f.stem + (f"-{taken[f.stem]}" if taken[f.stem] > 1 else "") + ".png"))
+    table = out / "keypoints.csv"
+    for path in [table, *drawings]:
+        if path.exists() and not _ours(path):
+            raise DataError(f"{path}: exists and was not written by python -m keypoints.detect; choose another --out")
+    return table, drawings
+
+
+def _ours(path: Path) -> bool:
+    try:
+        if path.suffix == ".csv":
+            with open(path, newline="") as f:
+                return next(csv.reader(f), None) == HEADER
+        with Image.open(path) as image:
+            return image.info.get(STAMP[0]) == STAMP[1]
+    except (OSError, ValueError, SyntaxError, UnicodeDecodeError):
+        return False
+
+
+def draw(image: Image.Image, found: Found, path: Path) -> None:
+    """The photo with each face's box (green; red when too small to frame) and keypoints (red) drawn."""
+    canvas = image.convert("RGB")
+    pen = ImageDraw.Draw(canvas)
+    width = max(1, round(max(canvas.size) / 400))
+    for face in found.faces:
+        pen.rectangle(face.box.tolist(), outline=(0, 255, 0), width=width)
+        r = max(1.5, (face.box[2] - face.box[0]) / 60)
+        for x, y in face.keypoints[~np.isnan(face.keypoints[:, 0])]:
+            pen.ellipse([x - r, y - r, x + r, y + r], fill=(255, 0, 0))
+    for box in found.too_small:
+        pen.rectangle(box.tolist(), outline=(255, 0, 0), width=width)
+    info = PngImagePlugin.PngInfo()
+    info.add_text(*STAMP)
+    canvas.save(path, pnginfo=info)
+
+
+def main(argv: list[str] | None = None) -> None:
+    from tqdm import tqdm
+
+    parser = argparse.ArgumentParser(prog="python -m keypoints.detect", description=__doc__.split("\n\n")[0])
+    parser.add_argument("model", help="a run, checkpoint or sweep directory, or an exported .onnx file")
+    parser.add_argument("photos", nargs="+", help="photos, or folders of photos")
+    parser.add_argument("--out", default="outputs/detect", help="the folder for keypoints.csv and the drawings")
+    parser.add_argument("--tta", choices=["flip"], help="average with the prediction for the mirrored face")
+    args = parser.parse_args(argv)
+    files, problems = photos(args.photos)
+    for line in problems:
+        print(line, file=sys.stderr)
+    try:
+        out = Path(args.out)
+        table, drawings = outputs(files, out)
+        detector = Detector(args.model, args.tta)
+    except DataError as error:
+        sys.exit(f"error: {error}")
+    if getattr(detector.model, "flip", False) and args.tta != "flip":
+        print(f"{args.model}: flip TTA is built into this model", file=sys.stderr)
+    out.mkdir(parents=True, exist_ok=True)
+    rows, read, faces, small, faceless = [], 0, 0, 0, []
+    for path, drawing in zip(tqdm(files, desc="photos", unit="photo", file=sys.stderr), drawings):
+        try:
+            image = images.read(path)
+        except DataError as error:
+            tqdm.write(str(error), file=sys.stderr)
+            continue
+        read += 1
+        found, _ = detector.find(images.grey(image))
+        for box in found.too_small:
+            tqdm.write(f"{path}: a face at box {np.round(box).astype(int).tolist()} is "
+                       f"{math.sqrt((box[2] - box[0]) * (box[3] - box[1])):.0f} px, under min_face_px="
+                       f"{detector.cfg.min_face_px} (conf/detect.yaml): too small to frame", file=sys.stderr)
+        if not found.faces:
+            faceless.append(path)
+            tqdm.write(f"{path}: no face found", file=sys.stderr)
+        for i, face in enumerate(found.faces):
+            rows.append([str(path), i, *np.round(face.box, 2).tolist(),
+                         *["" if np.isnan(v) else round(float(v), 2) for v in face.keypoints.reshape(-1)]])
+        faces, small = faces + len(found.faces), small + len(found.too_small)
+        draw(image, found, drawing)
+    staged = table.with_name(f".{table.name}.{os.getpid()}")
+    with open(staged, "w", newline="") as f:
+        csv.writer(f).writerows([HEADER, *rows])
+    staged.replace(table)
+    print(f"photos read: {read} of {len(files)}, faces found: {faces}, photos with no face: {len(faceless)}"
+          + (f", faces too small to frame: {small}" if small else "") + f"; wrote {table}")
+    if read == 0:
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,83 @@
+"""Export trained runs to ONNX, to run without this project.
+
+    python -m keypoints.export MODEL [--out FILE] [--tta flip]
+
+MODEL is a run directory, a checkpoint or a sweep directory; a sweep becomes one model whose columns
+are assembled from its nets as `submit` assembles them (keypoints.runs). The graph takes faces
+`faces` (N, 1, 96, 96) float32 in [0, 1], any N, and gives `keypoints` (N, len(columns)) in pixels
+of the 96x96 face. Its metadata holds the column names (`kfkd_columns`, comma-separated, Kaggle's
+names and order) and `kfkd_tta`: `flip` when --tta flip built the mirrored pass into the graph.
+The default FILE is model.onnx (model_flip.onnx with --tta flip) in the run or sweep directory.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import tempfile
+import warnings
+from pathlib import Path
+
+import onnx
+import torch
+
+from keypoints import runs as trained
+from keypoints.columns import IMAGE_SIZE
+from keypoints.errors import DataError
+from keypoints.inference import COLUMNS_KEY, TTA_KEY
+
+OPSET = 18
+
+
+def written_by_export(path: Path) -> bool:
+    """Whether `path` is a model this command wrote (and so may be replaced)."""
+    try:
+        return any(p.key == COLUMNS_KEY for p in onnx.load(str(path), load_external_data=False).metadata_props)
+    except Exception:  # noqa: BLE001 - anything onnx cannot parse is not ours
+        return False
+
+
+def export(model: str | Path, out: str | Path | None = None, flip: bool = False) -> Path:
+    """Write the runs `model` names as one ONNX model; return its path."""
+    assembled, found = trained.load([model], flip=flip)
+    assembled = assembled.cpu().float()
+    path = Path(model)
+    home = path if path.is_dir() else found[0].dir
+    out = Path(out) if out else home / ("model_flip.onnx" if flip else "model.onnx")
+    if out.exists() and not written_by_export(out):
+        raise DataError(f"{out}: exists and was not written by python -m keypoints.export; choose another --out")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
+        staged = Path(tmp) / out.name
+        # torch.export's exporter (the maintained one; needs onnxscript), one self-contained file. Its
+        # notes about torchvision's operators and its own deprecated internals concern no kfkd net.
+        logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            torch.onnx.export(assembled, (torch.zeros(2, 1, IMAGE_SIZE, IMAGE_SIZE),), str(staged), dynamo=True,
+                              input_names=["faces"], output_names=["keypoints"], opset_version=OPSET, verbose=False,
+                              dynamic_shapes=({0: torch.export.Dim("batch")},), external_data=False)
+        graph = onnx.load(str(staged))
+        onnx.helper.set_model_props(graph, {COLUMNS_KEY: ",".join(assembled.columns),
+                                            TTA_KEY: "flip" if flip else "none",
+                                            "kfkd_runs": ",".join(str(r.dir) for r in found)})
+        onnx.checker.check_model(graph)
+        onnx.save(graph, str(staged))
+        staged.replace(out)
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m keypoints.export", description=__doc__.split("\n\n")[0])
+    parser.add_argument("model", help="a run directory, a checkpoint or a sweep directory")
+    parser.add_argument("--out", help="the .onnx file to write (default: model.onnx in the run or sweep directory)")
+    parser.add_argument("--tta", choices=["flip"], help="build flip test-time augmentation into the graph")
+    args = parser.parse_args(argv)
+    try:
+        print(f"wrote {export(args.model, args.out, args.tta == 'flip')}")
+    except DataError as error:
+        sys.exit(f"error: {error}")
+
+
+if __name__ == "__main__":
+    main()

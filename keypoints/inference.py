@@ -1,0 +1,63 @@
+"""A trained model as a function of 96x96 faces: numpy in, keypoints in pixels out.
+
+MODEL is a run directory, a checkpoint or a sweep directory (loaded by keypoints.runs, with torch,
+imported only then), or an exported .onnx file (keypoints.export), run by onnxruntime alone, so a
+deployment needs no torch.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from keypoints.errors import DataError
+
+COLUMNS_KEY, TTA_KEY = "kfkd_columns", "kfkd_tta"  # the .onnx file's metadata
+
+
+class TorchModel:
+    """Trained runs, assembled as `submit` assembles them (keypoints.runs.load)."""
+
+    def __init__(self, paths: list[str | Path], flip: bool, batch_size: int):
+        from keypoints import runs
+
+        self.model, _ = runs.load(paths, flip=flip)
+        self.columns, self.flip, self.batch_size = list(self.model.columns), flip, batch_size
+
+    def __call__(self, faces: np.ndarray) -> np.ndarray:
+        import torch
+
+        return self.model.predict(torch.from_numpy(faces), self.batch_size)
+
+
+class OnnxModel:
+    """An exported model; flip test-time augmentation is part of the graph when it was exported with it."""
+
+    def __init__(self, path: str | Path, flip: bool):
+        import onnxruntime
+
+        try:
+            self.session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        except Exception as e:  # noqa: BLE001 - onnxruntime raises its own untyped errors for bad files
+            raise DataError(f"{path}: not a model onnxruntime can load ({str(e).splitlines()[0][:160]})") from None
+        meta = self.session.get_modelmeta().custom_metadata_map
+        if COLUMNS_KEY not in meta:
+            raise DataError(f"{path}: no '{COLUMNS_KEY}' metadata; "
+                            f"expected a model written by python -m keypoints.export")
+        self.columns, self.flip = meta[COLUMNS_KEY].split(","), meta.get(TTA_KEY) == "flip"
+        if flip and not self.flip:
+            raise DataError(f"{path}: exported without flip TTA; for --tta flip export it with "
+                            f"`python -m keypoints.export MODEL --tta flip`")
+        self.input = self.session.get_inputs()[0].name
+
+    def __call__(self, faces: np.ndarray) -> np.ndarray:
+        return self.session.run(None, {self.input: np.ascontiguousarray(faces, np.float32)})[0]
+
+
+def load(model: str | Path, flip: bool, batch_size: int) -> TorchModel | OnnxModel:
+    """The model at `model`: an exported .onnx file, or runs (a run, checkpoint or sweep directory)."""
+    if Path(model).suffix == ".onnx":
+        if not Path(model).is_file():
+            raise DataError(f"{model}: no such file; expected an .onnx model written by python -m keypoints.export")
+        return OnnxModel(model, flip)
+    return TorchModel([model], flip, batch_size)
