@@ -15,6 +15,10 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import FormatStrFormatter, LogLocator, NullLocator  # noqa: E402
+
+# Log-scale RMSE ticks with plain labels, dense where the modern recipes lie (1.5-2 px).
+TICKS = LogLocator(subs=(1.5, 1.6, 1.7, 1.8, 1.9, 2.0, 2.5, 3.0, 4.0, 6.0, 8.0))
 
 
 def metrics(run: Path) -> dict:
@@ -47,6 +51,9 @@ def main() -> None:
     ax.set_xlabel(f"CPU minutes, 2 cores (host: {args.host}); reference run: {reference / 60:.1f} min")
     ax.set_ylabel("valid RMSE on unseen people (px)")
     ax.set_yscale("log")
+    ax.yaxis.set_major_locator(NullLocator())
+    ax.yaxis.set_minor_locator(TICKS)
+    ax.yaxis.set_minor_formatter(FormatStrFormatter("%.1f"))
     ax.grid(True, which="both", alpha=0.3)
     ax.legend()
     fig.tight_layout()
