@@ -32,8 +32,10 @@ def build(cfg: DictConfig):
         net=instantiate(cfg.net, n_outputs=len(columns)),
         optimizer=instantiate(cfg.optimizer),
         scheduler=instantiate(cfg.schedule, _convert_="object") or None,
+        criterion=instantiate(cfg.loss.criterion),
         augment=list(instantiate(cfg.augment).values()),
         channels_last=cfg.channels_last,
+        averaging=instantiate(cfg.averaging) or None,
     )
     # In a trial of a search (hparams_search=...), the callback that reports each epoch to the pruner.
     callbacks = [instantiate(c) for c in cfg.callbacks.values()] + [History(), RandomState(), *pruning()]

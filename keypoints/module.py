@@ -11,28 +11,43 @@ from torchmetrics import MeanMetric
 from keypoints.data import HALF
 
 
+def masked_mean(errors: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """The mean of elementwise errors over the present targets."""
+    return (errors * mask).sum() / mask.sum().clamp(min=1)
+
+
 def masked_mse(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Mean squared error over the present targets; plain MSE when nothing is missing."""
-    return ((pred.float() - target) ** 2 * mask).sum() / mask.sum().clamp(min=1)
+    return masked_mean((pred.float() - target) ** 2, mask)
 
 
 class KeypointsModule(pl.LightningModule):
-    def __init__(self, net: nn.Module, optimizer: Callable, scheduler: dict | None,
-                 augment: Sequence[Callable], channels_last: bool):
+    """`criterion` (elementwise, e.g. torch's MSELoss(reduction="none")) is what training minimises,
+    over the present targets; validation always measures the masked MSE, hence the RMSE in pixels.
+    With `averaging` (a torch AveragedModel, partially applied), a running average of the net's
+    weights is updated after every optimiser step and replaces the net outside training:
+    validation, prediction, the best epoch's snapshot and the checkpoints all hold it."""
+
+    def __init__(self, net: nn.Module, optimizer: Callable, scheduler: dict | None, criterion: Callable,
+                 augment: Sequence[Callable], channels_last: bool, averaging: Callable | None):
         super().__init__()
         self.net, self.optimizer, self.scheduler, self.augment = net, optimizer, scheduler, list(augment)
+        self.criterion = criterion
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.net.to(memory_format=self.memory_format)
+        # Never trained by the optimiser: no gradients (DDP would wait for them otherwise).
+        self.averaged = averaging(self.net).requires_grad_(False) if averaging else None
         self.valid_mse = MeanMetric()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x.contiguous(memory_format=self.memory_format))
+        net = self.net if self.training or self.averaged is None else self.averaged
+        return net(x.contiguous(memory_format=self.memory_format))
 
     def training_step(self, batch, batch_idx):
         x, y, mask = batch
         for transform in self.augment:
             x, y, mask = transform(x, y, mask)
-        loss = masked_mse(self(x), y, mask)
+        loss = masked_mean(self.criterion(self(x).float(), y), mask)
         # sync_dist: under DDP the epoch's value is averaged over ranks once, at the epoch's end.
         self.log("train_loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(x), sync_dist=True)
         return loss
@@ -48,6 +63,10 @@ class KeypointsModule(pl.LightningModule):
         self.log("valid_rmse_px", mse.sqrt() * HALF, prog_bar=True, sync_dist=True)
         self._log_epoch_as_step()
 
+    def on_train_batch_end(self, outputs, batch, batch_idx):
+        if self.averaged is not None:
+            self.averaged.update_parameters(self.net)
+
     def on_train_epoch_end(self):
         self._log_epoch_as_step()
 
@@ -60,7 +79,7 @@ class KeypointsModule(pl.LightningModule):
         return self(batch[0]).float()
 
     def configure_optimizers(self):
-        optimizer = self.optimizer(self.parameters())
+        optimizer = self.optimizer(self.net.parameters())
         if self.scheduler is None:
             return optimizer
         scheduler = dict(self.scheduler)

@@ -36,7 +36,8 @@ def cnn(n_outputs: int, channels: list[int], kernels: list[int], hidden: int,
 
 
 def output_layer(net: nn.Module) -> str:
-    """The name prefix of the net's last Linear layer: the one whose size follows the columns."""
-    return [name for name, m in net.named_modules() if isinstance(m, nn.Linear)][-1]
+    """The name prefix of the net's last Linear or convolution: the one whose size follows the columns
+    (a regression net's last Linear, a heatmap net's 1x1 convolution to one map per keypoint)."""
+    return [name for name, m in net.named_modules() if isinstance(m, (nn.Linear, nn.Conv2d))][-1]
 
 

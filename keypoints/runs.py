@@ -86,12 +86,18 @@ def _instead(ckpt: Path) -> str:
     return "the run's last good state is lost"
 
 
+AVERAGED = "averaged.module."  # KeypointsModule's weight average (averaging=ema), beside its trained `net.`
+
+
 def net_weights(path: str | Path) -> dict[str, torch.Tensor]:
-    """The net's tensors from a run's checkpoint, named as in the net (no `net.` prefix)."""
+    """The net's tensors from a run's checkpoint, named as in the net (no prefix): the weight
+    average's where the run kept one, as validation measured them, else the trained net's."""
     checkpoint = read_checkpoint(path)
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
         raise DataError(f"{checkpoint_path(path)}: not a kfkd checkpoint (no state_dict)")
-    return {k.removeprefix("net."): v for k, v in checkpoint["state_dict"].items() if k.startswith("net.")}
+    state = checkpoint["state_dict"]
+    prefix = AVERAGED if any(k.startswith(AVERAGED) for k in state) else "net."
+    return {k.removeprefix(prefix): v for k, v in state.items() if k.startswith(prefix)}
 
 
 def relocated(value, old: str, new: str):

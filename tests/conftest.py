@@ -41,17 +41,22 @@ def run_train(cwd: Path, *overrides: str, check: bool = True) -> subprocess.Comp
 
 
 TINY = ("net=cnn", "net.channels=[4,4,4]", "net.hidden=8", "trainer.enable_progress_bar=false")
+# The residual nets, as small: an 8-channel stride-2 stem (48x48), stages at 48 and 24 pixels.
+TINY_BACKBONE = ("net.backbone.stem=[8]", "net.backbone.channels=[8,16]", "net.backbone.blocks=[1,1]")
+TINY_RESNET = ("net=resnet", *TINY_BACKBONE)
+TINY_HEATMAP = ("net=heatmap", *TINY_BACKBONE, "net.width=8")
 
 
-def make_run(directory, data_dir, specialist="all", seed=0, bias=None):
-    """A run directory as train.py leaves it (config.yaml, checkpoints/best.ckpt), with an untrained net."""
+def make_run(directory, data_dir, specialist="all", seed=0, bias=None, net_overrides=TINY):
+    """A run directory as train.py leaves it (config.yaml, checkpoints/best.ckpt), with an untrained net
+    (`net_overrides`: its settings)."""
     import torch
     from hydra.utils import instantiate
     from omegaconf import OmegaConf
     from keypoints.nets import output_layer
 
     cfg = compose("data=kaggle", f"data.dir={data_dir}", f"specialist={specialist}", f"paths.output_dir={directory}",
-                  f"paths.cache_dir={directory.parent}/cache", *TINY)
+                  f"paths.cache_dir={directory.parent}/cache", *net_overrides)
     torch.manual_seed(seed)
     net = instantiate(cfg.net, n_outputs=len(cfg.specialist.columns))
     if bias is not None:

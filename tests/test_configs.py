@@ -8,6 +8,8 @@ from keypoints.columns import COLUMNS
 from keypoints.fit import build
 
 EXPERIMENTS = sorted(p.stem for p in (ROOT / "conf" / "experiment").glob("*.yaml"))
+OPTIONS = [f"{group}={p.stem}" for group in ("net", "loss", "augment", "averaging", "optimizer", "schedule")
+           for p in sorted((ROOT / "conf" / group).glob("*.yaml"))]
 
 
 def test_all_specialist_lists_the_kaggle_columns():
@@ -21,6 +23,16 @@ def test_every_experiment_composes_and_builds(experiment, tmp_path):
     out = module(torch.zeros(2, 1, 96, 96))
     assert out.shape == (2, len(cfg.specialist.columns))
     assert trainer.max_epochs == cfg.trainer.max_epochs
+
+
+@pytest.mark.parametrize("option", OPTIONS)
+def test_every_option_composes_with_fast_and_builds(option, tmp_path):
+    cfg = compose("experiment=fast", option, f"paths.output_dir={tmp_path}", "data.dir=unused")
+    _, module, _ = build(cfg)
+    module.train()
+    x, y = torch.zeros(2, 1, 96, 96), torch.zeros(2, len(cfg.specialist.columns))
+    loss = module.training_step((x, y, torch.ones_like(y)), 0)
+    assert loss.ndim == 0 and torch.isfinite(loss)
 
 
 def test_tutorial_steps():

@@ -3,7 +3,7 @@ import numpy as np
 import onnx
 import pytest
 
-from conftest import make_run
+from conftest import TINY_HEATMAP, make_run
 from keypoints import export, inference, runs as trained
 from keypoints.errors import DataError
 
@@ -45,6 +45,14 @@ def test_onnxruntime_matches_torch_on_real_faces(realfaces, tmp_path):
     onnx_model = inference.load(export.export(run, tmp_path / "real.onnx"), False, 64)
     torch_model = inference.load(run, False, 64)
     assert np.abs(onnx_model(faces) - torch_model(faces)).max() < 1e-3  # pixels
+
+
+def test_a_heatmap_net_exports_and_matches_torch(tiny_data, tmp_path):
+    run = make_run(tmp_path / "run", tiny_data, net_overrides=TINY_HEATMAP)
+    onnx_model = inference.load(export.export(run, tmp_path / "heatmap.onnx", flip=True), True, 8)
+    torch_model = inference.load(run, True, 8)
+    faces = np.random.default_rng(0).random((3, 1, 96, 96), np.float32)
+    np.testing.assert_allclose(onnx_model(faces), torch_model(faces), atol=1e-3)
 
 
 def test_flip_tta_needs_a_model_exported_with_it(exported):

@@ -40,7 +40,8 @@ def test_onecycle_warms_up_to_max_lr_then_anneals(tmp_path):
 
 def test_fast_preset_composes_the_recipe():
     cfg = compose("experiment=fast")
-    assert not cfg.loss.drop_incomplete and cfg.net.batch_norm
+    assert not cfg.loss.drop_incomplete and cfg.loss.criterion._target_ == "torch.nn.HuberLoss"
+    assert cfg.net._target_ == "keypoints.heatmap.HeatmapNet"
     assert list(cfg.augment) == ["flip", "affine", "photometric"]
     assert cfg.optimizer._target_ == "torch.optim.AdamW"
     assert cfg.schedule.interval == "step"  # one-cycle spans the run's steps

@@ -1,7 +1,9 @@
-"""The masked loss: MSE over the keypoints each row has."""
+"""The masked losses: MSE (or Huber's loss) over the keypoints each row has."""
 import torch
+from hydra.utils import instantiate
 
-from keypoints.module import masked_mse
+from conftest import compose
+from keypoints.module import masked_mean, masked_mse
 
 
 def data(n=16, k=30):
@@ -29,3 +31,17 @@ def test_missing_targets_get_no_gradient():
     masked_mse(pred, target, mask).backward()
     assert torch.all(pred.grad[mask == 0] == 0)
     assert torch.all(pred.grad[mask == 1] != 0)
+
+
+def test_the_huber_loss_is_the_mse_below_three_pixels_and_linear_beyond():
+    loss = compose("loss=huber").loss
+    criterion = instantiate(loss.criterion)
+    error = torch.tensor([[1.0, 2.9, 10.0, 40.0]]) / 48  # pixels, in the targets' units
+    delta = 3 / 48
+    expected = torch.where(error < delta, error ** 2 / 2, delta * (error - delta / 2))
+    torch.testing.assert_close(criterion(error, torch.zeros_like(error)), expected)
+    # Over the present targets only, like the masked MSE; on every row that has any keypoint.
+    mask = torch.tensor([[1.0, 0.0, 1.0, 0.0]])
+    torch.testing.assert_close(masked_mean(criterion(error, torch.zeros_like(error)), mask),
+                               (expected[0, 0] + expected[0, 2]) / 2)
+    assert loss.drop_incomplete is False

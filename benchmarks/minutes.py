@@ -1,0 +1,66 @@
+"""How good in how many minutes: valid RMSE against each run's CPU minutes, one line per recipe, from
+the runs' metrics.json; writes the figure and prints the table behind it (markdown), with each
+run's wall time as a ratio to a reference run's (timed on the same machine).
+
+    python -m benchmarks.minutes --reference outputs/p13/fast_120 --out docs/rmse_vs_minutes.png \\
+        "fast=outputs/p13/fast_40,outputs/p13/fast_120" "tutorial (net6)=outputs/p13/net6_100"
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import FormatStrFormatter, LogLocator, NullLocator  # noqa: E402
+
+# Log-scale RMSE ticks with plain labels, dense where the modern recipes lie (1.5-2 px).
+TICKS = LogLocator(subs=(1.5, 1.6, 1.7, 1.8, 1.9, 2.0, 2.5, 3.0, 4.0, 6.0, 8.0))
+
+
+def metrics(run: Path) -> dict:
+    path = run / "metrics.json"
+    if not path.is_file():
+        raise SystemExit(f"error: {path}: not found; expected a finished run directory")
+    return json.loads(path.read_text())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("recipes", nargs="+", help='"LABEL=RUN_DIR,RUN_DIR,..." per recipe, runs in any order')
+    parser.add_argument("--reference", type=Path, required=True, help="the run whose wall time the ratios divide by")
+    parser.add_argument("--out", type=Path, required=True, help="the PNG to write")
+    parser.add_argument("--host", default="fp32 (AVX2)", help="the machine's kind, for the axis label")
+    args = parser.parse_args()
+    reference = metrics(args.reference)["wall_time_s"]
+    fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=100)
+    print("| recipe | run | epochs | wall (min) | wall / reference | valid RMSE px (unseen people) |")
+    print("| --- | --- | ---: | ---: | ---: | ---: |")
+    for recipe in args.recipes:
+        label, _, dirs = recipe.partition("=")
+        if not dirs:
+            raise SystemExit(f'error: "{recipe}": expected LABEL=RUN_DIR[,RUN_DIR...]')
+        runs = [(metrics(Path(d)), d) for d in dirs.split(",")]
+        points = sorted((m["wall_time_s"], m["valid_rmse_px"], m["epochs"], d) for m, d in runs)
+        for wall, rmse, epochs, d in points:
+            print(f"| {label} | `{d}` | {epochs} | {wall / 60:.1f} | {wall / reference:.2f} | {rmse:.3f} |")
+        ax.plot([p[0] / 60 for p in points], [p[1] for p in points], "o-", label=label)
+    ax.set_xlabel(f"CPU minutes, 2 cores (host: {args.host}); reference run: {reference / 60:.1f} min")
+    ax.set_ylabel("valid RMSE on unseen people (px)")
+    ax.set_yscale("log")
+    ax.yaxis.set_major_locator(NullLocator())
+    ax.yaxis.set_minor_locator(TICKS)
+    ax.yaxis.set_minor_formatter(FormatStrFormatter("%.1f"))
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(args.out)
+    print(f"\nfigure: {args.out} ({args.out.stat().st_size // 1024} KB)")
+
+
+if __name__ == "__main__":
+    main()
