@@ -21,7 +21,7 @@ from keypoints.fit import fit
 
 # Four batches an epoch: a signal lands inside an epoch, and there are epochs left to resume.
 SMALL = ("data=kaggle", "loss=masked", "data.batch_size=16", "trainer.max_epochs=5", "augment=flip",
-         "net.dropout=[0.1,0.2,0.3,0.3,0.5,0.0]")
+         "net=cnn_bn", "net.dropout=[0.1,0.2,0.3,0.3,0.5,0.0]")
 
 
 def configure(tmp_path, tiny_data, *overrides):
