@@ -1,9 +1,10 @@
 """How good in how many minutes: valid RMSE against each run's CPU minutes, one line per recipe, from
 the runs' metrics.json; writes the figure and prints the table behind it (markdown), with each
-run's wall time as a ratio to a reference run's (timed on the same machine).
+run's wall time as a ratio to a reference run's. The runs must have trained in one precision (their
+config.yaml says which), timed side by side on one machine. RESULTS.md's command:
 
-    python -m benchmarks.minutes --reference outputs/p13/fast_120 --out docs/rmse_vs_minutes.png \\
-        "fast=outputs/p13/fast_40,outputs/p13/fast_120" "tutorial (net6)=outputs/p13/net6_100"
+    python -m benchmarks.minutes --reference outputs/p13/fast_120b --out docs/rmse_vs_minutes.png \\
+        "tutorial (net6)=outputs/p13/net6_40,outputs/p13/net6_120" "fast until issue 13=outputs/p13/fast_20,..." ...
 """
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import json
 from pathlib import Path
 
 import matplotlib
+from omegaconf import OmegaConf
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -22,10 +24,12 @@ TICKS = LogLocator(subs=(1.5, 1.6, 1.7, 1.8, 1.9, 2.0, 2.5, 3.0, 4.0, 6.0, 8.0))
 
 
 def metrics(run: Path) -> dict:
-    path = run / "metrics.json"
-    if not path.is_file():
-        raise SystemExit(f"error: {path}: not found; expected a finished run directory")
-    return json.loads(path.read_text())
+    """The run's metrics.json, with the precision it trained in (its config.yaml holds it resolved)."""
+    path, config = run / "metrics.json", run / "config.yaml"
+    for file in (path, config):
+        if not file.is_file():
+            raise SystemExit(f"error: {file}: not found; expected a finished run directory")
+    return {**json.loads(path.read_text()), "precision": str(OmegaConf.load(config).trainer.precision)}
 
 
 def main() -> None:
@@ -33,9 +37,9 @@ def main() -> None:
     parser.add_argument("recipes", nargs="+", help='"LABEL=RUN_DIR,RUN_DIR,..." per recipe, runs in any order')
     parser.add_argument("--reference", type=Path, required=True, help="the run whose wall time the ratios divide by")
     parser.add_argument("--out", type=Path, required=True, help="the PNG to write")
-    parser.add_argument("--host", default="fp32 (AVX2)", help="the machine's kind, for the axis label")
     args = parser.parse_args()
-    reference = metrics(args.reference)["wall_time_s"]
+    reference = metrics(args.reference)
+    precisions = {reference["precision"]}
     fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=100)
     print("| recipe | run | epochs | wall (min) | wall / reference | valid RMSE px (unseen people) |")
     print("| --- | --- | ---: | ---: | ---: | ---: |")
@@ -44,11 +48,16 @@ def main() -> None:
         if not dirs:
             raise SystemExit(f'error: "{recipe}": expected LABEL=RUN_DIR[,RUN_DIR...]')
         runs = [(metrics(Path(d)), d) for d in dirs.split(",")]
+        precisions |= {m["precision"] for m, _ in runs}
         points = sorted((m["wall_time_s"], m["valid_rmse_px"], m["epochs"], d) for m, d in runs)
         for wall, rmse, epochs, d in points:
-            print(f"| {label} | `{d}` | {epochs} | {wall / 60:.1f} | {wall / reference:.2f} | {rmse:.3f} |")
+            print(f"| {label} | `{d}` | {epochs} | {wall / 60:.1f} | {wall / reference['wall_time_s']:.2f} | {rmse:.3f} |")
         ax.plot([p[0] / 60 for p in points], [p[1] for p in points], "o-", label=label)
-    ax.set_xlabel(f"CPU minutes, 2 cores (host: {args.host}); reference run: {reference / 60:.1f} min")
+    if len(precisions) > 1:  # bf16 hosts train about 1.9x faster: their minutes are not these minutes
+        raise SystemExit(f"error: the runs trained in different precisions {sorted(precisions)}; "
+                         "expected runs timed side by side on one machine")
+    ax.set_xlabel(f"CPU minutes (trainer.precision {precisions.pop()}); "
+                  f"reference run: {reference['wall_time_s'] / 60:.1f} min")
     ax.set_ylabel("valid RMSE on unseen people (px)")
     ax.set_yscale("log")
     ax.yaxis.set_major_locator(NullLocator())
