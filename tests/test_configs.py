@@ -2,6 +2,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 
 from conftest import ROOT, compose
 from keypoints.columns import COLUMNS
@@ -28,6 +29,9 @@ def test_every_experiment_composes_and_builds(experiment, tmp_path):
 @pytest.mark.parametrize("option", OPTIONS)
 def test_every_option_composes_with_fast_and_builds(option, tmp_path):
     cfg = compose("experiment=fast", option, f"paths.output_dir={tmp_path}", "data.dir=unused")
+    group = option.split("=")[0]
+    chosen = (OmegaConf.to_container(c[group]) for c in (cfg, compose(option)))  # interpolations unresolved
+    assert next(chosen) == next(chosen)  # the option, not the preset's choice, is what runs
     _, module, _ = build(cfg)
     module.train()
     x, y = torch.zeros(2, 1, 96, 96), torch.zeros(2, len(cfg.specialist.columns))
