@@ -201,6 +201,15 @@ def noting_ctrl_c():
         signal.signal(signal.SIGINT, previous)
 
 
+def set_aside_errors(returns) -> None:
+    """Jobs failed by a Ctrl-C turned into another error are queued again, not failed: their error.txt
+    becomes interrupted.txt, so the sweep's summary counts them unfinished and does not exit 1 for them."""
+    for ret in returns:
+        error = Path(ret.hydra_cfg.hydra.runtime.output_dir) / "error.txt"
+        if error.is_file():
+            error.rename(error.with_name("interrupted.txt"))
+
+
 class Search:
     """The sweep of kfkd's Optuna sweeper: ask, launch, tell, until the study holds n_trials trials."""
 
@@ -243,6 +252,7 @@ class Search:
                 with noting_ctrl_c() as pressed:
                     returns = self.launcher.launch(jobs, initial_job_idx=trials[0].number)
                 if pressed:  # a library turned the KeyboardInterrupt into another error, which failed the job
+                    set_aside_errors(returns)
                     raise KeyboardInterrupt
             except BaseException as stop:
                 self.give_back(study, trials, stop)

@@ -82,7 +82,14 @@ def test_ctrl_c_that_a_library_turns_into_another_error_still_stops_the_search(t
                 time.sleep(5)
             except KeyboardInterrupt:
                 error = AttributeError("'NoneType' object has no attribute '_invalidate_flags_cache'")
-            return [JobReturn(status=JobStatus.FAILED, _return_value=error) for _ in jobs]
+            returns = []
+            for number in range(initial_job_idx, initial_job_idx + len(jobs)):
+                out = tmp_path / "search" / f"{number}_all"
+                out.mkdir(parents=True)
+                (out / "error.txt").write_text(f"job {number}: ...\n{error}\n")  # as keypoints.faults.SweepSummary writes it
+                hydra = OmegaConf.create({"hydra": {"runtime": {"output_dir": str(out)}}})
+                returns.append(JobReturn(status=JobStatus.COMPLETED, hydra_cfg=hydra, _return_value=None))
+            return returns
 
     previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal, even under a runner that ignores it
     try:
@@ -95,6 +102,10 @@ def test_ctrl_c_that_a_library_turns_into_another_error_still_stops_the_search(t
     assert all(t.state == State.FAIL and t.user_attrs["interrupted"] for t in stopped)
     assert [t.state for t in queued] == [State.WAITING] * len(stopped)
     assert [t.params for t in stopped] == [{"optimizer.lr": t.system_attrs["fixed_params"]["optimizer.lr"]} for t in queued]
+    # their jobs are not counted failed (the study goes on with them), and the error is kept
+    jobs = sorted((tmp_path / "search").glob("*_all"))
+    assert len(jobs) == len(stopped) and not list((tmp_path / "search").rglob("error.txt"))
+    assert all("_invalidate_flags_cache" in (job / "interrupted.txt").read_text() for job in jobs)
 
 
 def test_search_asks_in_batches_and_the_same_command_continues_the_study(tmp_path):
@@ -193,13 +204,12 @@ def test_search_prunes_survives_ctrl_c_resumes_and_prints_the_best_trial(tiny_da
         assert OmegaConf.load(run / "hparams.yaml").schedule.scheduler.max_lr == t.params["schedule.scheduler.max_lr"]
     pruned, complete = (sum(t.state == s for t in told) for s in (State.PRUNED, State.COMPLETE))
     assert pruned and complete
-    # The interrupted jobs' directories count as unfinished (or failed, where Ctrl-C landed in library
-    # code that turned it into another error, kept in error.txt; or pruned, where it landed just after
-    # the pruner stopped the trial, before the study heard of it).
+    # The interrupted jobs' directories count as unfinished (or pruned, where Ctrl-C landed just after
+    # the pruner stopped the trial, before the study heard of it); none failed, and the command succeeded.
     counts = re.search(rf"{len(told) + len(interrupted)} jobs in {re.escape(str(sweep))}: {complete} completed, "
                        rf"(\d+) pruned, (\d+) failed(, (\d+) unfinished)?\n", proc.stdout)
     assert counts and int(counts[1]) >= pruned, proc.stdout[-2000:]
-    assert int(counts[1]) + int(counts[2]) + int(counts[4] or 0) == pruned + len(interrupted), proc.stdout[-2000:]
+    assert int(counts[2]) == 0 and int(counts[1]) + int(counts[4] or 0) == pruned + len(interrupted), proc.stdout[-2000:]
 
     # The best trial, as a command and as a preset; the command trains exactly that trial again.
     best = study.best_trial
