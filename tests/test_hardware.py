@@ -35,13 +35,14 @@ def faults_to_fill_100_mb():
     torch.ones(100_000_000 // 4)  # allocated, written, freed
     return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
 
-for _ in range(4):  # the heap settles: the block faults in once or twice, then never
-    faults_to_fill_100_mb()
-print(sum(faults_to_fill_100_mb() for _ in range(3)))
+print(*(faults_to_fill_100_mb() for _ in range(10)))
 """
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
     if proc.returncode == 3:
         pytest.skip("not glibc")
     assert proc.returncode == 0, proc.stderr
-    # glibc's default maps each such block anew: every page faults in again, every time.
-    assert int(proc.stdout) < 3 * 100_000_000 / resource.getpagesize() / 10
+    # glibc's default maps each such block anew: every page faults in again, every time. Kept, the
+    # block faults in while the heap settles (twice here, three times on another host), then never.
+    full = 100_000_000 / resource.getpagesize()
+    faults = [int(n) for n in proc.stdout.split()]
+    assert sum(n < full / 10 for n in faults) >= len(faults) / 2, faults
