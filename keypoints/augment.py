@@ -6,11 +6,13 @@ Each transform is a callable (x, y, mask) -> (x, y, mask) applied in training_st
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 
 import torch
 import torch.nn.functional as F
 
-from keypoints.data import HALF
+from keypoints.columns import COLUMNS
+from keypoints.data import HALF, DataError
 
 
 def flip_permutation(n_outputs: int, flip_indices: list[tuple[int, int]]) -> list[int]:
@@ -21,27 +23,49 @@ def flip_permutation(n_outputs: int, flip_indices: list[tuple[int, int]]) -> lis
     return perm
 
 
-def mirror_targets(y: torch.Tensor, flip_indices: list[tuple[int, int]]) -> torch.Tensor:
+def mirror_offsets(offsets: Mapping[str, float] | None, columns: list[str]) -> torch.Tensor | None:
+    """`offsets` (pixels, by column name; conf/mirror) as a vector in `columns`' order and the targets'
+    normalised units; None when there are none."""
+    if not offsets:
+        return None
+    unknown = sorted(set(offsets) - set(COLUMNS))
+    if unknown:
+        raise DataError(f"mirror.offsets: {unknown[0]!r} is not one of Kaggle's keypoint columns (conf/mirror)")
+    return torch.tensor([offsets.get(c, 0.0) / HALF for c in columns])
+
+
+def mirror_targets(y: torch.Tensor, flip_indices: list[tuple[int, int]], offset: torch.Tensor | None = None) -> torch.Tensor:
     """Targets (N, K) of mirrored faces: x negated (targets are scaled to [-1, 1] about the image
-    centre) and the left/right `flip_indices` pairs swapped."""
+    centre) and the left/right `flip_indices` pairs swapped, then `offset` (mirror_offsets) added:
+    where the labels' own habits put a mirrored face's keypoints, when that is not the exact mirror."""
     sign = torch.ones(y.shape[1], device=y.device, dtype=y.dtype)
     sign[0::2] = -1  # columns alternate x, y
-    return (y * sign)[:, flip_permutation(y.shape[1], flip_indices)]
+    mirrored = (y * sign)[:, flip_permutation(y.shape[1], flip_indices)]
+    return mirrored if offset is None else mirrored + offset.to(y)
+
+
+def unmirror_predictions(y: torch.Tensor, flip_indices: list[tuple[int, int]], offset: torch.Tensor | None = None) -> torch.Tensor:
+    """A mirrored face's predicted targets, mirrored back: the inverse of mirror_targets."""
+    return mirror_targets(y if offset is None else y - offset.to(y), flip_indices)
 
 
 class Flip:
-    """Mirror a random half of the batch: x targets negated, left/right `flip_indices` pairs swapped.
+    """Mirror a random half of the batch: x targets negated, left/right `flip_indices` pairs swapped,
+    plus the labels' mirror `offsets` (pixels by column name, conf/mirror) where they are measured.
 
     The presence mask is permuted with the targets, so a missing keypoint stays missing.
     """
 
-    def __init__(self, flip_indices: list[list[int]], p: float):
+    def __init__(self, flip_indices: list[list[int]], p: float, columns: list[str] | None = None,
+                 offsets: Mapping[str, float] | None = None):
         self.p = p
         self.flip_indices = [tuple(pair) for pair in flip_indices]
+        self.offset = mirror_offsets(offsets, list(columns or []))
 
     def mirror(self, x: torch.Tensor, y: torch.Tensor, mask: torch.Tensor):
         """Mirror every sample of the batch."""
-        return x.flip(-1), mirror_targets(y, self.flip_indices), mask[:, flip_permutation(mask.shape[1], self.flip_indices)]
+        return (x.flip(-1), mirror_targets(y, self.flip_indices, self.offset),
+                mask[:, flip_permutation(mask.shape[1], self.flip_indices)])
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor, mask: torch.Tensor):
         chosen = torch.rand(len(x), device=x.device) < self.p

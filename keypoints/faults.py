@@ -19,7 +19,7 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 from hydra.core.utils import JobStatus
-from hydra.errors import CompactHydraException
+from hydra.errors import CompactHydraException, InstantiationException
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
@@ -43,12 +43,14 @@ class UserError(CompactHydraException):
 @contextmanager
 def user_errors():
     """Turn the user's mistakes into one-line errors; HYDRA_FULL_ERROR=1 keeps the traceback."""
+    mistakes = (DataError, RunError, MissingMandatoryValue)
     try:
         yield
-    except (DataError, RunError, MissingMandatoryValue) as e:
-        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+    except (*mistakes, InstantiationException) as e:
+        mistake = e if isinstance(e, mistakes) else e.__cause__  # or a setting a class rejected while built
+        if os.environ.get("HYDRA_FULL_ERROR") == "1" or not isinstance(mistake, mistakes):
             raise
-        raise UserError(f"error: {str(e).splitlines()[0]}") from None
+        raise UserError(f"error: {str(mistake).splitlines()[0]}") from None
 
 
 def resume_point(cfg: DictConfig, hydra: DictConfig) -> tuple[DictConfig, Path]:

@@ -20,7 +20,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from keypoints.augment import mirror_targets
+from keypoints.augment import mirror_offsets, unmirror_predictions
 from keypoints.columns import COLUMNS
 from keypoints.data import HALF, DataError
 
@@ -151,9 +151,11 @@ class Assembled(nn.Module):
     """Several runs' nets as one model: faces (N, 1, 96, 96) in [0, 1] -> keypoints (N, len(columns))
     in pixels, `columns` in Kaggle's order. Each column comes from the narrowest net that predicts it
     (a specialist over `all`). With `flip`, each net's prediction is averaged with its prediction for
-    the mirrored face, mirrored back with that net's flip_indices (test-time augmentation)."""
+    the mirrored face, mirrored back with that net's flip_indices and mirror offsets (test-time
+    augmentation)."""
 
-    def __init__(self, nets: list[nn.Module], columns: list[list[str]], flip_indices: list[list], flip: bool):
+    def __init__(self, nets: list[nn.Module], columns: list[list[str]], flip_indices: list[list], flip: bool,
+                 mirror: list[dict] | None = None):
         super().__init__()
         self.nets, self.flip = nn.ModuleList(nets), flip
         source = {}  # column -> position in the nets' concatenated outputs; narrower nets come later and win
@@ -163,13 +165,14 @@ class Assembled(nn.Module):
         self.columns = [c for c in COLUMNS if c in source]
         self.register_buffer("take", torch.tensor([source[c] for c in self.columns]), persistent=False)
         self.flip_indices = [[tuple(p) for p in pairs] for pairs in flip_indices]
+        self.mirror = [mirror_offsets(m, c) for m, c in zip(mirror or [None] * len(nets), columns)]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         outputs = []
-        for net, pairs in zip(self.nets, self.flip_indices):
+        for net, pairs, offset in zip(self.nets, self.flip_indices, self.mirror):
             y = net(x).float()
             if self.flip:
-                y = (y + mirror_targets(net(x.flip(-1)).float(), pairs)) / 2
+                y = (y + unmirror_predictions(net(x.flip(-1)).float(), pairs, offset)) / 2
             outputs.append(y)
         return torch.cat(outputs, 1)[:, self.take] * HALF + HALF
 
@@ -184,5 +187,6 @@ def load(paths: list[str | Path], flip: bool = False) -> tuple[Assembled, list[R
     """The runs `paths` name, assembled into one model on the fastest device, in eval mode."""
     runs = find(paths)
     model = Assembled([r.net() for r in runs], [r.columns for r in runs],
-                      [list(r.cfg.specialist.flip_indices) for r in runs], flip)
+                      [list(r.cfg.specialist.flip_indices) for r in runs], flip,
+                      [OmegaConf.select(r.cfg, "mirror.offsets", default=None) for r in runs])  # none before conf/mirror
     return model.to("cuda" if torch.cuda.is_available() else "cpu").eval(), runs

@@ -97,10 +97,11 @@ def write_submission(model: trained.Assembled, runs: list[trained.Run], data_dir
     return out
 
 
-def labelled_faces(runs: list[trained.Run], csv: str | Path | None,
-                   data_dir: str | Path | None = None) -> tuple[torch.Tensor, np.ndarray]:
+def labelled_faces(runs: list[trained.Run], csv: str | Path | None, data_dir: str | Path | None = None,
+                   rows: str = "valid") -> tuple[torch.Tensor, np.ndarray]:
     """Images and their 30 keypoint columns in pixels (NaN where unlabelled): the CSV, or the rows
-    held out from the runs' training.csv (in `data_dir`, else their data.dir)."""
+    of the runs' training.csv (in `data_dir`, else their data.dir) they held out (`rows` "valid") or
+    trained on ("train")."""
     cfg = runs[0].cfg
     if csv is None:
         data_dir = data_dir or cfg.data.dir
@@ -108,7 +109,7 @@ def labelled_faces(runs: list[trained.Run], csv: str | Path | None,
             find_file(data_dir, "training.csv", DATA_FLAG)
         datamodule = instantiate(cfg.data, dir=data_dir, columns=list(COLUMNS), drop_incomplete=False)
         datamodule.setup()
-        x, y, mask = datamodule.valid_set[:]
+        x, y, mask = getattr(datamodule, f"{rows}_set")[:]
         return x.cpu(), np.where(mask.cpu().numpy() > 0, y.cpu().numpy() * HALF + HALF, np.nan)
     frame, images = read_csv(Path(csv), cfg.paths.cache_dir)
     absent = [c for c in COLUMNS if c not in frame.columns]

@@ -1,6 +1,9 @@
 import torch
 
-from keypoints.augment import Affine, BrightnessContrast, Flip
+import pytest
+
+from keypoints.augment import Affine, BrightnessContrast, Flip, mirror_targets, unmirror_predictions
+from keypoints.data import DataError
 
 PAIRS = [[0, 2], [1, 3]]  # the eyes specialist: left x, left y, right x, right y
 
@@ -33,6 +36,26 @@ def test_flip_mirrors_about_half_the_batch_and_keeps_the_rest():
     assert 150 < mirrored.sum() < 250
     assert torch.equal(fy[~mirrored], y[~mirrored])
     assert torch.equal(fy[mirrored], Flip(PAIRS, p=0.5).mirror(x, y, mask)[1][mirrored])
+
+
+EYES = ["left_eye_center_x", "left_eye_center_y", "right_eye_center_x", "right_eye_center_y"]
+
+
+def test_mirror_offsets_move_the_mirrored_labels_and_tta_takes_them_off():
+    x, y, mask = batch()
+    flip = Flip(PAIRS, p=0.5, columns=EYES, offsets={"left_eye_center_x": 2.4, "right_eye_center_y": -0.48})
+    _, fy, _ = flip.mirror(x, y, mask)
+    exact = Flip(PAIRS, p=0.5).mirror(x, y, mask)[1]
+    assert torch.allclose(fy - exact, torch.tensor([0.05, 0.0, 0.0, -0.01]).expand_as(fy))  # pixels / 48
+    # Flip TTA mirrors a prediction for the mirrored face back: the offsets come off before the mirror.
+    assert torch.allclose(unmirror_predictions(fy, flip.flip_indices, flip.offset), y)
+    assert torch.equal(unmirror_predictions(exact, flip.flip_indices), y)
+    assert torch.equal(mirror_targets(y, flip.flip_indices), exact)
+
+
+def test_a_mirror_offset_for_an_unknown_column_is_named():
+    with pytest.raises(DataError, match="mirror.offsets: 'nose_x' is not one of Kaggle's keypoint columns"):
+        Flip(PAIRS, p=0.5, columns=EYES, offsets={"nose_x": 1.0})
 
 
 def test_no_pairs_only_negates_x():

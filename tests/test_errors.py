@@ -82,6 +82,8 @@ def test_unknown_group_option_lists_the_choices_and_fails(tmp_path):
 @pytest.mark.parametrize("args, message", [
     (["data=kaggle"], "error: Missing mandatory value: data.dir"),
     (["data=kaggle", "data.dir=DIR"], "error: DIR/training.csv: line 2: Image has 3 pixels, expected 9216"),
+    (["data=kaggle", "data.dir=DIR", "augment=[flip]", "+mirror.offsets.nose_x=1.0"],  # rejected as the flip is built
+     "error: mirror.offsets: 'nose_x' is not one of Kaggle's keypoint columns (conf/mirror)"),
 ])
 def test_user_mistake_is_one_line_without_traceback(tmp_path, args, message):
     (tmp_path / "training.csv").write_text(csv_text([full(Image="1 2 3")] * 4))

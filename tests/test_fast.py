@@ -42,7 +42,7 @@ def test_fast_preset_composes_the_recipe():
     cfg = compose("experiment=fast")
     assert not cfg.loss.drop_incomplete and cfg.loss.criterion._target_ == "torch.nn.HuberLoss"
     assert cfg.net._target_ == "keypoints.heatmap.HeatmapNet"
-    assert list(cfg.augment) == ["affine", "photometric"]  # no flip: RESULTS.md, issue 13
+    assert list(cfg.augment) == ["flip", "affine", "photometric"]
     assert cfg.optimizer._target_ == "torch.optim.AdamW"
     assert cfg.schedule.interval == "step"  # one-cycle spans the run's steps
 

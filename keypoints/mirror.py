@@ -1,0 +1,86 @@
+"""The mirror: where a dataset's labels put a mirrored face's keypoints, measured.
+
+    python -m keypoints.mirror RUN [--data DIR] [--out FILE]
+
+The tutorial's flip takes a mirrored face's keypoints to be its mirrored labels (x -> 96 - x, left
+and right swapped). That holds only where the labels are mirror-symmetric. Labels drawn by people or
+by a landmark model can lean one way; realfaces' sit 1-2.5 px off (RESULTS.md), so every flipped
+training face teaches labels off by that much. A run trained *without* flips has learnt the labels'
+habits and follows a face where it moves; asked for the mirror images of its own training faces, it
+puts each keypoint where the labels would. The mean difference from the mirrored labels, per column,
+is what conf/mirror holds and the flip adds (in training, and undone in flip TTA).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+from omegaconf import OmegaConf
+
+from keypoints import runs as trained
+from keypoints.columns import COLUMNS, IMAGE_SIZE
+from keypoints.data import DataError
+from keypoints.submit import labelled_faces, predict_columns
+
+
+def partner(column: str) -> str:
+    """The column that a mirror image turns `column` into: left and right swapped."""
+    return column.replace("left", "\0").replace("right", "left").replace("\0", "right")
+
+
+def mirror_labels(y: np.ndarray) -> np.ndarray:
+    """Kaggle's 30 columns in pixels (N, 30) -> the exact mirror image's: x -> 96 - x, pairs swapped."""
+    mirrored = y[:, [COLUMNS.index(partner(c)) for c in COLUMNS]].copy()
+    mirrored[:, 0::2] = IMAGE_SIZE - mirrored[:, 0::2]  # columns alternate x, y
+    return mirrored
+
+
+def offsets(predicted: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+    """Per column, the mean of `predicted` (on the mirrored faces) minus the mirrored `labels`, over
+    the faces where both exist; columns without any are left out."""
+    difference = predicted - mirror_labels(labels)
+    seen = ~np.isnan(difference)
+    return {c: float(difference[seen[:, i], i].mean()) for i, c in enumerate(COLUMNS) if seen[:, i].any()}
+
+
+def measure(model: str | Path, data_dir: str | Path | None = None) -> tuple[dict[str, float], int]:
+    """The mirror offsets (pixels by column) that the run `model`, trained without flips, finds on its
+    training faces, and how many faces they come from."""
+    model_, runs = trained.load([model])
+    if len(runs) != 1:
+        raise DataError(f"{model}: {len(runs)} runs; expected one run (a run directory or checkpoint)")
+    if "flip" in (runs[0].cfg.get("augment") or {}):
+        raise DataError(f"{runs[0].dir}: trained with flips, so it learnt the mirror it was given; "
+                        f"measure with a run trained without them (e.g. augment=[affine,photometric])")
+    x, labels = labelled_faces(runs, None, data_dir, rows="train")
+    return offsets(predict_columns(model_, runs, x.flip(-1)), labels), len(x)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m keypoints.mirror", description=__doc__.split("\n\n")[0])
+    parser.add_argument("model", help="a run trained without flips (its directory or a checkpoint)")
+    parser.add_argument("--data", metavar="DIR", help="the run's training.csv is here (default: its data.dir)")
+    parser.add_argument("--out", metavar="FILE", help="write the conf/mirror YAML here (default: print it)")
+    args = parser.parse_args(argv)
+    try:
+        if args.out and Path(args.out).exists():
+            raise DataError(f"{args.out}: exists; give --out a new file")
+        found, faces = measure(args.model, args.data)
+    except DataError as e:
+        sys.exit(f"error: {str(e).splitlines()[0]}")
+    command = " ".join(["python -m keypoints.mirror", args.model, *(["--data", args.data] if args.data else [])])
+    text = (f"# Measured on {faces} training faces by `{command}` (keypoints/mirror.py).\n"
+            + OmegaConf.to_yaml({"offsets": {c: round(v, 2) for c, v in found.items()}}))
+    if args.out:
+        Path(args.out).write_text(text)
+    else:
+        print(text, end="")
+    x, y = np.array([v for c, v in found.items() if c.endswith("_x")]), np.array([v for c, v in found.items() if c.endswith("_y")])
+    print(f"{faces} faces: mirrored labels are off by {x.mean():+.2f} px in x (mean; {x.min():+.2f} to {x.max():+.2f}), "
+          f"{np.abs(y).mean():.2f} px in y (mean size)" + (f"; wrote {args.out}" if args.out else ""), file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
