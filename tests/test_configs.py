@@ -9,7 +9,7 @@ from keypoints.columns import COLUMNS
 from keypoints.fit import build
 
 EXPERIMENTS = sorted(p.stem for p in (ROOT / "conf" / "experiment").glob("*.yaml"))
-OPTIONS = [f"{group}={p.stem}" for group in ("net", "loss", "augment", "averaging", "optimizer", "schedule")
+OPTIONS = [f"{group}={p.stem}" for group in ("net", "loss", "augment", "mirror", "averaging", "optimizer", "schedule")
            for p in sorted((ROOT / "conf" / group).glob("*.yaml"))]
 
 
