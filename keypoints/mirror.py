@@ -17,37 +17,41 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import torch
 from omegaconf import OmegaConf
 
 from keypoints import runs as trained
-from keypoints.columns import COLUMNS, IMAGE_SIZE
-from keypoints.data import DataError
+from keypoints.augment import Affine, mirror_targets
+from keypoints.columns import COLUMNS
+from keypoints.data import HALF, DataError
 from keypoints.submit import labelled_faces, predict_columns
 
 
-def partner(column: str) -> str:
-    """The column that a mirror image turns `column` into: left and right swapped."""
-    return column.replace("left", "\0").replace("right", "left").replace("\0", "right")
-
-
-def mirror_labels(y: np.ndarray) -> np.ndarray:
-    """Kaggle's 30 columns in pixels (N, 30) -> the exact mirror image's: x -> 96 - x, pairs swapped."""
-    mirrored = y[:, [COLUMNS.index(partner(c)) for c in COLUMNS]].copy()
-    mirrored[:, 0::2] = IMAGE_SIZE - mirrored[:, 0::2]  # columns alternate x, y
-    return mirrored
-
-
-def offsets(predicted: np.ndarray, labels: np.ndarray) -> dict[str, float]:
-    """Per column, the mean of `predicted` (on the mirrored faces) minus the mirrored `labels`, over
+def offsets(predicted: np.ndarray, labels: np.ndarray, columns: list[str],
+            flip_indices: list[list[int]]) -> dict[str, float]:
+    """Per column of `columns`, the mean of `predicted` (pixels, on the mirrored faces) minus the
+    mirrored `labels` (pixels, mirrored as the flip mirrors them, with the run's `flip_indices`), over
     the faces where both exist; columns without any are left out."""
-    difference = predicted - mirror_labels(labels)
+    mirrored = mirror_targets(torch.from_numpy((labels - HALF) / HALF), [tuple(p) for p in flip_indices])
+    difference = predicted - (mirrored.numpy() * HALF + HALF)
     seen = ~np.isnan(difference)
-    return {c: float(difference[seen[:, i], i].mean()) for i, c in enumerate(COLUMNS) if seen[:, i].any()}
+    return {c: float(difference[seen[:, i], i].mean()) for i, c in enumerate(columns) if seen[:, i].any()}
 
 
-def measure(model: str | Path, data_dir: str | Path | None = None) -> tuple[dict[str, float], int]:
+def follows_shift(model: trained.Assembled, runs: list[trained.Run], x: torch.Tensor, px: float = 1.0) -> float:
+    """How far the net's x predictions move, on average, when faces `x` move `px` to the right: near
+    `px` where the net goes by what it sees, so that its offsets are the labels' habits; well below
+    it where it leans on where keypoints usually are, and then the offsets measure that instead."""
+    n = len(x)
+    moved = Affine(0, 0, 0).apply(x, torch.zeros(n, 2), torch.ones(n, 2), torch.eye(2).expand(n, 2, 2),
+                                  torch.tensor([px / HALF, 0.0]).expand(n, 2))[0]
+    before, after = (predict_columns(model, runs, faces)[:, 0::2] for faces in (x, moved))
+    return float(np.nanmean(after - before))
+
+
+def measure(model: str | Path, data_dir: str | Path | None = None) -> tuple[dict[str, float], int, float]:
     """The mirror offsets (pixels by column) that the run `model`, trained without flips, finds on its
-    training faces, and how many faces they come from."""
+    training faces, how many faces they come from, and how far it follows a 1 px shift of them."""
     model_, runs = trained.load([model])
     if len(runs) != 1:
         raise DataError(f"{model}: {len(runs)} runs; expected one run (a run directory or checkpoint)")
@@ -55,7 +59,10 @@ def measure(model: str | Path, data_dir: str | Path | None = None) -> tuple[dict
         raise DataError(f"{runs[0].dir}: trained with flips, so it learnt the mirror it was given; "
                         f"measure with a run trained without them (e.g. augment=[affine,photometric])")
     x, labels = labelled_faces(runs, None, data_dir, rows="train")
-    return offsets(predict_columns(model_, runs, x.flip(-1)), labels), len(x)
+    columns = [COLUMNS.index(c) for c in runs[0].columns]  # Kaggle's 30 -> the run's own, in its order
+    found = offsets(predict_columns(model_, runs, x.flip(-1))[:, columns], labels[:, columns],
+                    runs[0].columns, list(runs[0].cfg.specialist.flip_indices))
+    return found, len(x), follows_shift(model_, runs, x)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -67,7 +74,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         if args.out and Path(args.out).exists():
             raise DataError(f"{args.out}: exists; give --out a new file")
-        found, faces = measure(args.model, args.data)
+        found, faces, follows = measure(args.model, args.data)
     except DataError as e:
         sys.exit(f"error: {str(e).splitlines()[0]}")
     command = " ".join(["python -m keypoints.mirror", args.model, *(["--data", args.data] if args.data else [])])
@@ -79,7 +86,8 @@ def main(argv: list[str] | None = None) -> None:
         print(text, end="")
     x, y = np.array([v for c, v in found.items() if c.endswith("_x")]), np.array([v for c, v in found.items() if c.endswith("_y")])
     print(f"{faces} faces: mirrored labels are off by {x.mean():+.2f} px in x (mean; {x.min():+.2f} to {x.max():+.2f}), "
-          f"{np.abs(y).mean():.2f} px in y (mean size)" + (f"; wrote {args.out}" if args.out else ""), file=sys.stderr)
+          f"{np.abs(y).mean():.2f} px in y (mean size); the net follows a 1 px shift of these faces by {follows:+.2f} px"
+          + (f"; wrote {args.out}" if args.out else ""), file=sys.stderr)
 
 
 if __name__ == "__main__":
