@@ -36,12 +36,13 @@ IBUG = [list(range(42, 48)), list(range(36, 42)), [42], [45], [39], [36], [22], 
 
 
 def score(predicted: list[np.ndarray | None], truth: np.ndarray) -> float:
-    """The scale-free RMSE over the photos where a face was found; predicted[i]: (15, 2) or None."""
+    """The scale-free RMSE over the photos where a face was found; predicted[i]: (15, 2) or None.
+    Unlabelled keypoints (NaN in `truth`) are left out."""
     errors = []
     for p, t in zip(predicted, truth):
         if p is not None:
             errors.append((p - t) * IOD / np.linalg.norm(t[0] - t[1]))
-    return float(np.sqrt(np.mean(np.square(errors))))
+    return float(np.sqrt(np.nanmean(np.square(errors))))
 
 
 def labelled_face(faces, t: np.ndarray):

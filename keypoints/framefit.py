@@ -66,17 +66,27 @@ def labelled_anchors(rows: pd.DataFrame, anchors: list[str]) -> tuple[np.ndarray
     return points[labelled], labelled
 
 
+def as_photo(face: np.ndarray) -> np.ndarray:
+    """A 96x96 uint8 face as the finder sees a photo: padded with its edge pixels, as the faces were
+    cut from their photos, and upscaled; a point of the face lands on `in_photo(point)`."""
+    pad = int(PAD * IMAGE_SIZE)
+    return np.asarray(Image.fromarray(np.pad(face, pad, mode="edge")).resize(
+        ((IMAGE_SIZE + 2 * pad) * UPSCALE,) * 2, Image.Resampling.BILINEAR))
+
+
+def in_photo(points: np.ndarray) -> np.ndarray:
+    """Points (..., 2) of a 96x96 face, in the pixels of its `as_photo`."""
+    return (np.asarray(points) + int(PAD * IMAGE_SIZE)) * UPSCALE
+
+
 def fit(finder, rows: pd.DataFrame, images: np.ndarray, anchors: list[str]) -> tuple[dict, dict, dict]:
     """canonical anchor positions, the box-to-frame map (medians), and how the fit went."""
     points, labelled = labelled_anchors(rows, anchors)
     images = images[labelled]
     canonical = points.mean(0)
-    pad = int(PAD * IMAGE_SIZE)
     ratios = []
     for face, pts in zip(images, points):
-        big = np.asarray(Image.fromarray(np.pad(face, pad, mode="edge")).resize(
-            ((IMAGE_SIZE + 2 * pad) * UPSCALE,) * 2, Image.Resampling.BILINEAR))
-        pts_big = (pts + pad) * UPSCALE
+        big, pts_big = as_photo(face), in_photo(pts)
         boxes = finder(big)
         found = face_in(boxes, pts_big.mean(0))
         if found is not None:

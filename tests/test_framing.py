@@ -121,3 +121,18 @@ def test_the_shared_photos_give_back_realfaces_own_96x96_faces(realfaces):
         crop = frame.crop(images.grey(images.read(photos / label["file"])), max_step=4)
         face = np.array(row["Image"].split(), int).reshape(96, 96)
         assert np.abs(crop.astype(int) - face).max() <= 1, label["file"]
+
+
+def test_a_face_set_into_a_photo_keeps_its_points_where_in_photo_says():
+    """framefit and benchmarks.reframe place 96x96 faces in photos; a dark spot must land where in_photo
+    puts its centre, or the box-to-frame map and the re-framing scores would be measured off target."""
+    from keypoints.framefit import as_photo, in_photo
+
+    face = np.full((96, 96), 200, np.uint8)
+    face[30:32, 40:42] = 0  # centre (41, 31) in continuous pixel coordinates
+    photo = as_photo(face).astype(float)
+    darkness = np.clip(200 - photo, 0, None)
+    ys, xs = np.indices(photo.shape)
+    centroid = ((xs + 0.5) * darkness).sum() / darkness.sum(), ((ys + 0.5) * darkness).sum() / darkness.sum()
+    assert photo.shape == (576, 576)
+    np.testing.assert_allclose(centroid, in_photo(np.array([41.0, 31.0])), atol=0.05)
