@@ -13,6 +13,7 @@ frames that put the labelled anchors exactly where re-framing aims them (a perfe
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +22,7 @@ import pandas as pd
 from benchmarks.photos import kfkd, score
 from keypoints import detect, framefit, framing, runs
 from keypoints.columns import KEYPOINTS
+from keypoints.errors import DataError
 from keypoints.submit import labelled_faces
 
 
@@ -30,7 +32,10 @@ def main():
     parser.add_argument("--data", type=Path, default=Path("../shared/data/realfaces"))
     parser.add_argument("--passes", type=int, default=6, help="re-frames to score")
     args = parser.parse_args()
-    x, truth = labelled_faces(runs.find([args.run]), None, args.data)
+    try:
+        x, truth = labelled_faces(runs.find([args.run]), None, args.data)
+    except DataError as error:
+        sys.exit(f"error: {error}")
     truth = truth.reshape(len(truth), -1, 2)
     cfg = detect.settings()
     anchors, canonical = [KEYPOINTS.index(a) for a in cfg.anchors], np.array(list(cfg.canonical.values()))
@@ -51,7 +56,7 @@ def main():
         own = detector.model(faces[:, None].astype(np.float32) / 255)
         rows.append({"frame": "realfaces' own crops", column: score([detector.as_keypoints(o) for o in own], truth)})
         perfect = [framing.from_points(t[anchors], canonical, cfg.rotate) for t in placed]
-        predicted = [detector.predict(p, [f], {"frame": 0.0, "predict": 0.0})[0] for p, f in zip(photos, perfect)]
+        predicted = [detector.predict(p, [f], dict.fromkeys(detect.STAGES, 0.0))[0] for p, f in zip(photos, perfect)]
         rows.append({"frame": "labelled anchors' frame", column: score([detector.as_keypoints(p) for p in predicted],
                                                                         placed)})
     table = pd.DataFrame(rows).groupby("frame", sort=False).first().reset_index()  # one row per frame, both columns

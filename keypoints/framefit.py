@@ -25,7 +25,7 @@ from keypoints.columns import COLUMNS, IMAGE_SIZE
 
 ROOT = Path(__file__).resolve().parents[1]
 FRAMING = ROOT / "conf" / "framing.yaml"
-UPSCALE, PAD = 3, 0.5  # each 96x96 face becomes 576x576: edges of 48 px (before upscaling) all round
+UPSCALE, PAD = 3, IMAGE_SIZE // 2  # each 96x96 face becomes 576x576: edges of 48 px (before upscaling) all round
 
 
 def anchor_points(rows: pd.DataFrame, anchors: list[str]) -> np.ndarray:
@@ -69,14 +69,13 @@ def labelled_anchors(rows: pd.DataFrame, anchors: list[str]) -> tuple[np.ndarray
 def as_photo(face: np.ndarray) -> np.ndarray:
     """A 96x96 uint8 face as the finder sees a photo: padded with its edge pixels, as the faces were
     cut from their photos, and upscaled; a point of the face lands on `in_photo(point)`."""
-    pad = int(PAD * IMAGE_SIZE)
-    return np.asarray(Image.fromarray(np.pad(face, pad, mode="edge")).resize(
-        ((IMAGE_SIZE + 2 * pad) * UPSCALE,) * 2, Image.Resampling.BILINEAR))
+    return np.asarray(Image.fromarray(np.pad(face, PAD, mode="edge")).resize(
+        ((IMAGE_SIZE + 2 * PAD) * UPSCALE,) * 2, Image.Resampling.BILINEAR))
 
 
 def in_photo(points: np.ndarray) -> np.ndarray:
     """Points (..., 2) of a 96x96 face, in the pixels of its `as_photo`."""
-    return (np.asarray(points) + int(PAD * IMAGE_SIZE)) * UPSCALE
+    return (np.asarray(points) + PAD) * UPSCALE
 
 
 def fit(finder, rows: pd.DataFrame, images: np.ndarray, anchors: list[str]) -> tuple[dict, dict, dict]:
