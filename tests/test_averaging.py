@@ -32,7 +32,9 @@ def test_the_average_is_validated_restored_and_saved(tiny_data, tmp_path):
     datamodule = instantiate(cfg.data, columns=list(cfg.specialist.columns))
     datamodule.setup()
     x, y, mask = datamodule.valid_set[:]
-    with torch.no_grad():
+    # Recomputed in the run's own precision (bf16-mixed on CPUs with native bf16), as validation ran.
+    bf16 = cfg.trainer.precision == "bf16-mixed"
+    with torch.no_grad(), torch.autocast("cpu", torch.bfloat16, enabled=bf16):
         rmse = float(masked_mse(torch.tensor(model.predict(x, 16) - 48) / 48, y, mask).sqrt() * 48)
         raw_net = instantiate(cfg.net, n_outputs=30)
         raw_net.load_state_dict(raw)
