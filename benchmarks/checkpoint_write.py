@@ -17,6 +17,7 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from pytorch_lightning.plugins.io import TorchCheckpointIO
 
+from keypoints import keypointset
 from keypoints.checkpoints import write_atomically
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
@@ -24,9 +25,9 @@ CONF = Path(__file__).resolve().parents[1] / "conf"
 
 def checkpoint(cfg) -> dict:
     """The net's weights and its optimizer's state after one step (the momentum buffers filled)."""
-    net = instantiate(cfg.net, n_outputs=len(cfg.specialist.columns))
+    net = instantiate(cfg.net, n_outputs=len(keypointset.specialist(cfg).columns))
     optimizer = instantiate(cfg.optimizer)(net.parameters())
-    net(torch.rand(2, 1, 96, 96)).sum().backward()
+    net(torch.rand(2, 1, cfg.data.size, cfg.data.size)).sum().backward()
     optimizer.step()
     return {"state_dict": net.state_dict(), "optimizer_states": [optimizer.state_dict()]}
 

@@ -54,18 +54,20 @@ def candidates() -> dict:
     return found
 
 
-def measure(finder, greys: list[np.ndarray], truth: np.ndarray, canonical: np.ndarray, fitted: dict | None) -> dict:
+def measure(finder, greys: list[np.ndarray], truth: np.ndarray, canonical: np.ndarray, fitted: dict | None,
+            size: int) -> dict:
+    """Faces found, stray boxes, time, and how far the box's frame (of a `size` px crop) puts the anchors."""
     boxes, seconds = [], []
     for grey in greys:
         start = time.perf_counter()
         boxes.append(finder(grey))
         seconds.append(time.perf_counter() - start)
     matched = [face_in(b, t.mean(0)) for b, t in zip(boxes, truth)]
-    ratios = {i: box_ratios(boxes[i][m], framing.from_points(truth[i], canonical, False))
+    ratios = {i: box_ratios(boxes[i][m], framing.from_points(truth[i], canonical, False, size))
               for i, m in enumerate(matched) if m is not None}
 
     def error(i, box_to_frame):  # RMS distance of the anchors from their canonical places in the crop
-        frame = framing.from_box(boxes[i][matched[i]], box_to_frame)
+        frame = framing.from_box(boxes[i][matched[i]], box_to_frame, size)
         return np.sqrt(((frame.to_crop(truth[i]) - canonical) ** 2).sum(1).mean())
 
     def rms(errors):
@@ -88,14 +90,15 @@ def main():
     greys = [images.grey(images.read(args.photos / f)) for f in labels["file"]]
     cfg = detect.settings()
     truth = anchor_points(labels, list(cfg.anchors))
-    rows, _ = training_faces(args.data, args.photos / "keypoints.csv")
+    rows, faces = training_faces(args.data, args.photos / "keypoints.csv")
     points = labelled_anchors(rows, list(cfg.anchors))[0]
     canonical = points.mean(0)
     print(f"the training faces' own anchors scatter by {np.sqrt(((points - canonical) ** 2).sum(2).mean()):.2f} px "
           f"(RMS distance from their mean places)")
     configured = Cascade(**{k: v for k, v in cfg.finder.items() if k != "_target_"})
     results = {f"{name}{' (conf/detect.yaml)' if name == 'configured' else ''}":
-               measure(finder, greys, truth, canonical, dict(cfg.box_to_frame) if name == "configured" else None)
+               measure(finder, greys, truth, canonical, dict(cfg.box_to_frame) if name == "configured" else None,
+                       faces.shape[-1])
                for name, finder in {"configured": configured, **candidates()}.items()}
     print(pd.DataFrame(results).T.to_string(float_format="%.2f"))
 

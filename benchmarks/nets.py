@@ -17,6 +17,7 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from torch.utils.flop_counter import FlopCounterMode
 
+from keypoints import keypointset
 from keypoints.hardware import keep_freed_memory
 from keypoints.module import masked_mse
 
@@ -28,11 +29,12 @@ def step_fn(overrides: list[str], batch: int):
     with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
         cfg = compose("config", overrides=["experiment=fast", *overrides])
     fmt = torch.channels_last if cfg.channels_last else torch.contiguous_format
-    net = instantiate(cfg.net, n_outputs=30).to(memory_format=fmt)
+    n, size = len(keypointset.specialist(cfg).columns), cfg.data.size
+    net = instantiate(cfg.net, n_outputs=n).to(memory_format=fmt)
     optimizer = instantiate(cfg.optimizer)(net.parameters())
     bf16 = str(cfg.trainer.precision).startswith("bf16")
-    x = torch.rand(batch, 1, 96, 96).contiguous(memory_format=fmt)
-    y, mask = torch.rand(batch, 30) * 2 - 1, torch.ones(batch, 30)
+    x = torch.rand(batch, 1, size, size).contiguous(memory_format=fmt)
+    y, mask = torch.rand(batch, n) * 2 - 1, torch.ones(batch, n)
     with FlopCounterMode(display=False) as flops:
         net(x[:1])
 

@@ -25,9 +25,10 @@ import numpy as np
 import pandas as pd
 from omegaconf import OmegaConf
 
-from keypoints import detect, export, framing, images, inference
-from keypoints.columns import COLUMNS, KEYPOINTS
+from keypoints import detect, export, framing, images, inference, keypointset
 from keypoints.framefit import face_in
+
+KAGGLE15 = keypointset.load("kaggle15")  # the photos' labels: Kaggle's 15 keypoints
 
 IOD = 36.1  # the mean inter-ocular distance of Kaggle's 96x96 faces: the score's scale
 # iBUG 68-point indices behind each of Kaggle's 15 keypoints (a list: their mean), as in the photos' README.
@@ -103,13 +104,14 @@ def ceiling(model: str, tta: str | None, labels: pd.DataFrame, truth: np.ndarray
     """The score of the net on realfaces' own 96x96 crops of these very faces (their `training_row`),
     mapped back to the photos: what a perfect framing would give this net."""
     rows = pd.read_csv(data / "training.csv.gz").iloc[labels["training_row"]]
-    faces = np.stack([np.array(i.split(), np.float32) for i in rows["Image"]]).reshape(-1, 1, 96, 96) / 255
-    out = inference.load(model, tta == "flip", 256)(faces).reshape(len(faces), -1, 2)
-    crop_points = rows[list(COLUMNS)].to_numpy(np.float64).reshape(len(rows), -1, 2)
+    faces = np.stack([np.array(i.split(), np.float32) for i in rows["Image"]]) / 255
+    size = int(np.sqrt(faces.shape[1]))  # realfaces': 96
+    out = inference.load(model, tta == "flip", 256)(faces.reshape(-1, 1, size, size)).reshape(len(faces), -1, 2)
+    crop_points = rows[KAGGLE15.columns].to_numpy(np.float64).reshape(len(rows), -1, 2)
     predicted = []
     for t, c, o in zip(truth, crop_points, out):
         known = ~np.isnan(c[:, 0])
-        predicted.append(framing.from_points(t[known], c[known], rotate=False).to_photo(o))
+        predicted.append(framing.from_points(t[known], c[known], False, size).to_photo(o))
     return score(predicted, truth)
 
 
@@ -147,7 +149,7 @@ def main():
     parser.add_argument("--repeats", type=int, default=100)
     args = parser.parse_args()
     labels = pd.read_csv(args.photos / "keypoints.csv")
-    truth = labels[list(COLUMNS)].to_numpy(np.float64).reshape(len(labels), -1, 2)
+    truth = labels[KAGGLE15.columns].to_numpy(np.float64).reshape(len(labels), -1, 2)
     colour = [np.asarray(images.read(args.photos / f).convert("RGB")) for f in labels["file"]]
     greys = [images.grey(images.from_array(c)) for c in colour]
     cfg = OmegaConf.merge(detect.settings(), OmegaConf.from_dotlist(args.set))
@@ -174,8 +176,8 @@ def main():
                          "found": f"{baseline[0]['found']}/{len(labels)}",
                          "score px": round(baseline[0][key], 3), "ms per photo": per_photo_ms(baseline[1])})
     print(pd.DataFrame(rows).to_string(index=False))
-    anchors, canonical = [KEYPOINTS.index(a) for a in cfg.anchors], np.array(list(cfg.canonical.values()))
-    faces = np.stack([framing.from_points(t[anchors], canonical, False).crop(g, cfg.max_step)
+    anchors = [KAGGLE15.names.index(a) for a in cfg.anchors]
+    faces = np.stack([framing.from_points(t[anchors], detector.canonical, False, detector.model.size).crop(g, cfg.max_step)
                       for g, t in zip(greys, truth)])
     runtime(args.model, faces[:, None].astype(np.float32) / 255, args.repeats)
 

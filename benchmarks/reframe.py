@@ -19,9 +19,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from benchmarks.photos import kfkd, score
+from benchmarks.photos import KAGGLE15, kfkd, score
 from keypoints import detect, framefit, framing, runs
-from keypoints.columns import KEYPOINTS
 from keypoints.errors import DataError
 from keypoints.submit import labelled_faces
 
@@ -38,10 +37,10 @@ def main():
         sys.exit(f"error: {error}")
     truth = truth.reshape(len(truth), -1, 2)
     cfg = detect.settings()
-    anchors, canonical = [KEYPOINTS.index(a) for a in cfg.anchors], np.array(list(cfg.canonical.values()))
+    anchors = [KAGGLE15.names.index(a) for a in cfg.anchors]
     keep = ~np.isnan(truth[:, anchors]).any((1, 2))
     faces, truth = (x.numpy()[keep, 0] * 255).round().astype(np.uint8), truth[keep]
-    photos, placed = [framefit.as_photo(f) for f in faces], framefit.in_photo(truth)
+    photos, placed = [framefit.as_photo(f) for f in faces], framefit.in_photo(truth, faces.shape[-1])
     print(f"{len(faces)} validation faces of {args.run} with every anchor labelled, each in a "
           f"{photos[0].shape[1]}x{photos[0].shape[0]} photo; finder {cfg.finder.get('cascade', cfg.finder._target_)}, "
           f"rotate {cfg.rotate}")
@@ -55,7 +54,7 @@ def main():
                          "found": f"{result['found']}/{len(faces)}"})
         own = detector.model(faces[:, None].astype(np.float32) / 255)
         rows.append({"frame": "realfaces' own crops", column: score([detector.as_keypoints(o) for o in own], truth)})
-        perfect = [framing.from_points(t[anchors], canonical, cfg.rotate) for t in placed]
+        perfect = [framing.from_points(t[anchors], detector.canonical, cfg.rotate, detector.model.size) for t in placed]
         predicted = [detector.predict(p, [f], dict.fromkeys(detect.STAGES, 0.0))[0] for p, f in zip(photos, perfect)]
         rows.append({"frame": "labelled anchors' frame", column: score([detector.as_keypoints(p) for p in predicted],
                                                                         placed)})

@@ -31,6 +31,7 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from torch.utils.flop_counter import FlopCounterMode
 
+from keypoints import keypointset
 from keypoints.fit import build
 from keypoints.hardware import keep_freed_memory
 from keypoints.module import masked_mse
@@ -49,7 +50,7 @@ class EpochTimer(pl.Callback):
 def kfkd(cfg, epochs: int) -> float:
     """Images/s of kfkd's own Trainer, as `python train.py` runs it."""
     with tempfile.TemporaryDirectory() as out:
-        cfg = OmegaConf.merge(cfg, cfg.specialist.overrides, {"paths": {"output_dir": out},
+        cfg = OmegaConf.merge(cfg, keypointset.specialist(cfg).overrides, {"paths": {"output_dir": out},
                                                                "trainer": {"max_epochs": epochs}})
         pl.seed_everything(cfg.seed)
         datamodule, module, trainer = build(cfg)
@@ -94,7 +95,7 @@ def train_flops_per_image(cfg, n_outputs: int) -> float:
     """Forward + backward FLOPs of one image, counted by torch on a batch."""
     net = instantiate(cfg.net, n_outputs=n_outputs)
     with FlopCounterMode(display=False) as counter:
-        net(torch.zeros(8, 1, 96, 96)).sum().backward()
+        net(torch.zeros(8, 1, cfg.data.size, cfg.data.size)).sum().backward()
     return counter.get_total_flops() / 8
 
 
@@ -124,7 +125,7 @@ def main():
         cfg = compose("config", overrides=["data=kaggle", "paths.output_dir=unused", *args.overrides])
     if cfg.keep_freed_memory:
         keep_freed_memory()
-    datamodule = instantiate(cfg.data, columns=list(cfg.specialist.columns))
+    datamodule = instantiate(cfg.data, columns=keypointset.specialist(cfg).columns)
     datamodule.setup()
     train, valid = datamodule.train_set.tensors, datamodule.valid_set.tensors
     bf16 = cfg.trainer.precision == "bf16-mixed"

@@ -4,6 +4,7 @@ import os
 from omegaconf import OmegaConf
 
 from keypoints.hardware import fastest_precision
+from keypoints.keypointset import subset
 
 OmegaConf.register_new_resolver("fastest_precision", fastest_precision, replace=True)
 # Run directories end in the process id, so two runs started in the same second never share one;
@@ -12,3 +13,5 @@ OmegaConf.register_new_resolver("pid", os.getpid, use_cache=True, replace=True)
 # `${if_null:VALUE,THEN,ELSE}`: conf/config.yaml puts a resumed run back in its own directory.
 OmegaConf.register_new_resolver("if_null", lambda value, then, otherwise: then if value is None else otherwise,
                                 replace=True)
+# `${subset:${keypoints},${specialist},columns}` (or flip_indices): what the flip needs of the run's specialist.
+OmegaConf.register_new_resolver("subset", subset, replace=True)

@@ -1,7 +1,9 @@
 """Augmentation on whole batches, on the batch's device: the tutorial's FlipBatchIterator, plus
 random shifts, rotations and scale changes and brightness/contrast changes.
 
-Each transform is a callable (x, y, mask) -> (x, y, mask) applied in training_step.
+Each transform is a callable (x, y, mask) -> (x, y, mask) applied in training_step. Settings in
+pixels are scaled by the faces' own size: targets are (px - size/2) / (size/2) for faces x of
+(N, 1, size, size).
 """
 from __future__ import annotations
 
@@ -10,9 +12,6 @@ from collections.abc import Mapping
 
 import torch
 import torch.nn.functional as F
-
-from keypoints.columns import COLUMNS
-from keypoints.data import HALF, DataError
 
 
 def flip_permutation(n_outputs: int, flip_indices: list[tuple[int, int]]) -> list[int]:
@@ -23,15 +22,12 @@ def flip_permutation(n_outputs: int, flip_indices: list[tuple[int, int]]) -> lis
     return perm
 
 
-def mirror_offsets(offsets: Mapping[str, float] | None, columns: list[str]) -> torch.Tensor | None:
-    """`offsets` (pixels, by column name; conf/mirror) as a vector in `columns`' order and the targets'
-    normalised units; None when there are none."""
+def mirror_offsets(offsets: Mapping[str, float] | None, columns: list[str], size: int) -> torch.Tensor | None:
+    """`offsets` (pixels, by column name; conf/mirror) as a vector in `columns`' order and the
+    normalised units of targets on faces of `size` pixels; None when there are none."""
     if not offsets:
         return None
-    unknown = sorted(set(offsets) - set(COLUMNS))
-    if unknown:
-        raise DataError(f"mirror.offsets: {unknown[0]!r} is not one of Kaggle's keypoint columns (conf/mirror)")
-    return torch.tensor([offsets.get(c, 0.0) / HALF for c in columns])
+    return torch.tensor([offsets.get(c, 0.0) / (size / 2) for c in columns])
 
 
 def mirror_targets(y: torch.Tensor, flip_indices: list[tuple[int, int]], offset: torch.Tensor | None = None) -> torch.Tensor:
@@ -51,7 +47,8 @@ def unmirror_predictions(y: torch.Tensor, flip_indices: list[tuple[int, int]], o
 
 class Flip:
     """Mirror a random half of the batch: x targets negated, left/right `flip_indices` pairs swapped,
-    plus the labels' mirror `offsets` (pixels by column name, conf/mirror) where they are measured.
+    plus the labels' mirror `offsets` (pixels by column name of `columns`, conf/mirror) where they are
+    measured.
 
     The presence mask is permuted with the targets, so a missing keypoint stays missing.
     """
@@ -60,11 +57,12 @@ class Flip:
                  offsets: Mapping[str, float] | None = None):
         self.p = p
         self.flip_indices = [tuple(pair) for pair in flip_indices]
-        self.offset = mirror_offsets(offsets, list(columns or []))
+        self.columns, self.offsets = list(columns or []), offsets
 
     def mirror(self, x: torch.Tensor, y: torch.Tensor, mask: torch.Tensor):
         """Mirror every sample of the batch."""
-        return (x.flip(-1), mirror_targets(y, self.flip_indices, self.offset),
+        offset = mirror_offsets(self.offsets, self.columns, x.shape[-1])
+        return (x.flip(-1), mirror_targets(y, self.flip_indices, offset),
                 mask[:, flip_permutation(mask.shape[1], self.flip_indices)])
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor, mask: torch.Tensor):
@@ -77,22 +75,23 @@ class Flip:
 class Affine:
     """Shift, rotate and rescale each sample at random; keypoints move with the pixels.
 
-    Targets (px - 48) / 48 are exactly grid_sample's normalised coordinates with
-    align_corners=False (pixel i's centre at (i + 0.5 - 48) / 48, as the flip's px -> 96 - px
-    assumes), so one matrix moves both. A keypoint that leaves the image becomes missing.
+    Targets (px - size/2) / (size/2) are exactly grid_sample's normalised coordinates with
+    align_corners=False (pixel i's centre at (i + 0.5 - size/2) / (size/2), as the flip's
+    px -> size - px assumes), so one matrix moves both. A keypoint that leaves the image becomes missing.
+    `shift` is in pixels.
     """
 
     def __init__(self, shift: float, degrees: float, scale: float):
-        self.shift = shift / HALF  # pixels -> normalised units
+        self.shift = shift
         self.radians = math.radians(degrees)
         self.scale = scale
 
-    def matrices(self, n: int, device, dtype) -> tuple[torch.Tensor, torch.Tensor]:
-        """Random forward maps p_out = A p_in + b: A (n, 2, 2), b (n, 2)."""
+    def matrices(self, n: int, size: int, device, dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """Random forward maps p_out = A p_in + b for faces of `size` pixels: A (n, 2, 2), b (n, 2)."""
         u = lambda *shape: torch.rand(*shape, device=device, dtype=dtype) * 2 - 1
         angle, zoom = u(n) * self.radians, 1 + u(n) * self.scale
         cos, sin = angle.cos() * zoom, angle.sin() * zoom
-        return torch.stack([cos, -sin, sin, cos], 1).view(n, 2, 2), u(n, 2) * self.shift
+        return torch.stack([cos, -sin, sin, cos], 1).view(n, 2, 2), u(n, 2) * (self.shift / (size / 2))
 
     def apply(self, x, y, mask, a: torch.Tensor, b: torch.Tensor):
         """Transform every sample by its (a, b)."""
@@ -107,7 +106,7 @@ class Affine:
         return x, points.reshape(y.shape) * mask, mask
 
     def __call__(self, x, y, mask):
-        return self.apply(x, y, mask, *self.matrices(len(x), x.device, y.dtype))
+        return self.apply(x, y, mask, *self.matrices(len(x), x.shape[-1], x.device, y.dtype))
 
 
 class BrightnessContrast:

@@ -1,6 +1,7 @@
 """Kaggle data: read and check the CSVs, parse pixels fast, cache them, select rows, split, serve batches.
 
-The tutorial's `load`: pixels -> float32 in [0, 1] shaped (N, 1, 96, 96), targets -> (y - 48) / 48.
+The tutorial's `load`: pixels -> float32 in [0, 1] shaped (N, 1, size, size) (Kaggle's: 96), targets
+-> (y - size/2) / (size/2). The columns read are the keypoint set's (keypoints.keypointset).
 Missing targets stay NaN until row selection: `drop_incomplete` keeps the tutorial's dropna,
 otherwise rows keep whatever keypoints they have and a presence mask travels with the targets.
 """
@@ -20,11 +21,8 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from keypoints.columns import IMAGE_SIZE
 from keypoints.errors import DataError  # noqa: F401  (the project's modules import it from here too)
 
-PIXELS = IMAGE_SIZE * IMAGE_SIZE
-HALF = IMAGE_SIZE / 2
 CACHE_VERSION = 1
 KAGGLE = "it comes from Kaggle's facial-keypoints-detection competition"
 log = logging.getLogger(__name__)
@@ -41,8 +39,8 @@ def find_file(directory: str | Path, name: str, setting: str = "data.dir=DIR") -
                     f"give the folder that holds it as {setting}")
 
 
-def parse_pixels(images: pd.Series, source: str) -> np.ndarray:
-    """Space-separated 0-255 strings -> uint8 (N, 96, 96), vectorised over the whole column."""
+def parse_pixels(images: pd.Series, source: str, size: int) -> np.ndarray:
+    """Space-separated 0-255 strings -> uint8 (N, size, size), vectorised over the whole column."""
     if images.isna().any():
         raise DataError(f"{source}: line {_line(images.isna().to_numpy().argmax())}: Image is empty")
     strings = images.tolist()
@@ -61,9 +59,10 @@ def parse_pixels(images: pd.Series, source: str) -> np.ndarray:
         row = np.searchsorted(row_start, pos, "right") - 1
         token = strings[row][pos - row_start[row]:].split(" ", 1)[0][:20]
         raise DataError(f"{source}: line {_line(row)}: pixel {token!r} is not an integer 0-255")
-    if (counts != PIXELS).any():
-        row = np.flatnonzero(counts != PIXELS)[0]
-        raise DataError(f"{source}: line {_line(row)}: Image has {counts[row]} pixels, expected {PIXELS}")
+    if (counts != size * size).any():
+        row = np.flatnonzero(counts != size * size)[0]
+        raise DataError(f"{source}: line {_line(row)}: Image has {counts[row]} pixels, expected {size * size} "
+                        f"({size}x{size}: data.size)")
     # Right-aligned digits, read by whole-array gathers at the token's end (no boolean masks): a space
     # reads as 0 and two leading zeros pad the first token, so only a third digit needs its length.
     value = np.concatenate([[0, 0], np.where(is_digit, digit, 0)]).astype(np.int16)
@@ -71,7 +70,7 @@ def parse_pixels(images: pd.Series, source: str) -> np.ndarray:
     if values.max(initial=0) > 255:
         row = np.searchsorted(row_start, starts[values.argmax()], "right") - 1
         raise DataError(f"{source}: line {_line(row)}: pixel {values.max()} is not an integer 0-255")
-    return values.astype(np.uint8).reshape(-1, IMAGE_SIZE, IMAGE_SIZE)
+    return values.astype(np.uint8).reshape(-1, size, size)
 
 
 def _line(row: int) -> int:
@@ -79,8 +78,9 @@ def _line(row: int) -> int:
     return int(row) + 2
 
 
-def read_csv(path: Path, cache_dir: str | Path | None) -> tuple[pd.DataFrame, np.ndarray]:
-    """A Kaggle CSV as (its non-Image columns, its images), parsed once and then read from a cache.
+def read_csv(path: Path, cache_dir: str | Path | None, size: int) -> tuple[pd.DataFrame, np.ndarray]:
+    """A Kaggle CSV as (its non-Image columns, its images of size x size pixels), parsed once and
+    then read from a cache.
 
     The cache key holds the source's path, size and modification time, so an edited file is parsed
     again; an unreadable cache file is rebuilt rather than trusted.
@@ -92,6 +92,8 @@ def read_csv(path: Path, cache_dir: str | Path | None) -> tuple[pd.DataFrame, np
         cache = Path(cache_dir) / f"{path.name}-{hashlib.sha1(key.encode()).hexdigest()[:16]}.npz"
         try:
             with np.load(cache, allow_pickle=False) as z:
+                if z["images"].shape[1:] != (size, size):  # parsed for another data.size: parsing says why not
+                    raise ValueError
                 return pd.DataFrame(z["values"], columns=z["columns"]), z["images"]
         except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
             pass  # missing, truncated or corrupt: parse the source again
@@ -106,7 +108,7 @@ def read_csv(path: Path, cache_dir: str | Path | None) -> tuple[pd.DataFrame, np
         raise DataError(f"{path}: {_no_column('Image', frame.columns)}; expected Kaggle's format ({KAGGLE})")
     if frame.empty:
         raise DataError(f"{path}: no data rows")
-    images = parse_pixels(frame.pop("Image"), str(path))
+    images = parse_pixels(frame.pop("Image"), str(path), size)
     for column in frame.columns:
         if not pd.api.types.is_numeric_dtype(frame[column]):
             numeric = pd.to_numeric(frame[column], errors="coerce")
@@ -131,16 +133,17 @@ def _no_column(name: str, columns) -> str:
     return f"no column {name!r}; " + (f"did you mean {near[0]!r}?" if near else f"it has {list(columns)}")
 
 
-def select(frame: pd.DataFrame, columns: list[str], source: Path, drop_incomplete: bool) -> np.ndarray:
-    """Row indices to train on: rows with every selected column (the tutorial) or with any of them."""
+def select(frame: pd.DataFrame, columns: list[str], source: Path, drop_incomplete: bool, size: int) -> np.ndarray:
+    """Row indices to train on: rows with every selected column (the tutorial) or with any of them;
+    every value must lie in the size x size face."""
     missing = [c for c in columns if c not in frame.columns]
     if missing:
         raise DataError(f"{source}: {_no_column(missing[0], frame.columns)}")
     values = frame[columns].to_numpy(np.float64)
-    outside = (values < 0) | (values > IMAGE_SIZE)
+    outside = (values < 0) | (values > size)
     if outside.any():
         row, col = np.argwhere(outside)[0]
-        raise DataError(f"{source}: line {_line(row)}: {columns[col]} = {values[row, col]} is outside [0, {IMAGE_SIZE}]")
+        raise DataError(f"{source}: line {_line(row)}: {columns[col]} = {values[row, col]} is outside [0, {size}]")
     present = ~np.isnan(values)
     keep = present.all(axis=1) if drop_incomplete else present.any(axis=1)
     if not keep.any():
@@ -150,12 +153,13 @@ def select(frame: pd.DataFrame, columns: list[str], source: Path, drop_incomplet
 
 
 def to_tensors(images: np.ndarray, targets: np.ndarray | None = None):
-    """Scaled tensors: x in [0, 1] as (N, 1, 96, 96); y = (px - 48) / 48 with NaN -> 0 and its mask."""
+    """Scaled tensors: x in [0, 1] as (N, 1, size, size); y = (px - size/2) / (size/2) with NaN -> 0 and its mask."""
     x = torch.from_numpy(images).unsqueeze(1).float().div_(255)
     if targets is None:
         return x
     mask = ~np.isnan(targets)
-    y = torch.from_numpy(np.where(mask, (targets - HALF) / HALF, 0).astype(np.float32))
+    half = images.shape[-1] / 2
+    y = torch.from_numpy(np.where(mask, (targets - half) / half, 0).astype(np.float32))
     return x, y, torch.from_numpy(mask.astype(np.float32))
 
 
@@ -251,14 +255,15 @@ def held_out_rows(n_rows: int, valid_fraction: float, seed: int, groups: np.ndar
 
 
 class KeypointsDataModule(pl.LightningDataModule):
-    """Kaggle training data for the selected columns, split 80/20 with a seeded permutation of the
-    rows, or of whole groups of rows (`groups`: the people) so that validation is on unseen people."""
+    """Kaggle training data for the selected columns, faces of `size` pixels, split 80/20 with a
+    seeded permutation of the rows, or of whole groups of rows (`groups`: the people) so that
+    validation is on unseen people."""
 
-    def __init__(self, dir: str, columns: list[str], drop_incomplete: bool, batch_size: int,
+    def __init__(self, dir: str, columns: list[str], size: int, drop_incomplete: bool, batch_size: int,
                  valid_fraction: float, split_seed: int, cache_dir: str | None,
                  generate: dict | None, groups: str | None, exclude_groups: str | list | None):
         super().__init__()
-        self.dir, self.columns, self.drop_incomplete = Path(dir), list(columns), drop_incomplete
+        self.dir, self.columns, self.size, self.drop_incomplete = Path(dir), list(columns), size, drop_incomplete
         self.batch_size, self.valid_fraction, self.split_seed = batch_size, valid_fraction, split_seed
         self.cache_dir, self.generate = cache_dir, generate
         self.groups, self.exclude_groups = groups, exclude_groups
@@ -273,8 +278,8 @@ class KeypointsDataModule(pl.LightningDataModule):
             return
         self.prepare_data()  # idempotent; covers use without a Trainer
         path = find_file(self.dir, "training.csv")
-        frame, images = read_csv(path, self.cache_dir)
-        rows = select(frame, self.columns, path, self.drop_incomplete)
+        frame, images = read_csv(path, self.cache_dir, self.size)
+        rows = select(frame, self.columns, path, self.drop_incomplete, self.size)
         groups = None
         if self.groups is not None:
             groups, name = read_groups(self.groups, len(frame))

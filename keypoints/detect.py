@@ -1,15 +1,15 @@
-"""Keypoints on any photo: find every face, frame it as Kaggle's faces are framed, predict, map back.
+"""Keypoints on any photo: find every face, frame it as the training faces are framed, predict, map back.
 
     python -m keypoints.detect MODEL PHOTO_OR_DIR... [--out DIR] [--tta flip]
 
 MODEL: a run directory, a checkpoint, a sweep directory (its nets assembled as `submit` does) or an
 exported .onnx file (run by onnxruntime, without torch). Writes DIR/keypoints.csv (file, face, box,
-Kaggle's 30 columns in the photo's pixels) and DIR/<photo stem>.png (the photo with boxes and
-keypoints drawn). The Python API:
+the columns of the model's keypoint set in the photo's pixels) and DIR/<photo stem>.png (the photo
+with boxes and keypoints drawn). The Python API:
 
     detector = Detector("outputs/runs/RUN")            # load once
     for face in detector(image):                       # image: (H, W) or (H, W, 3) uint8 array
-        face.box, face.keypoints                       # (4,) and (15, 2) in the image's pixels
+        face.box, face.keypoints                       # (4,) and (K, 2) in the image's pixels (kaggle15: K = 15)
 """
 from __future__ import annotations
 
@@ -27,12 +27,12 @@ from omegaconf import OmegaConf
 from PIL import Image, ImageDraw, PngImagePlugin
 
 from keypoints import framing, images, inference
-from keypoints.columns import COLUMNS, KEYPOINTS
 from keypoints.errors import DataError
+from keypoints.keypointset import columns
 
 ROOT = Path(__file__).resolve().parents[1]
 SETTINGS, FRAMING = ROOT / "conf" / "detect.yaml", ROOT / "conf" / "framing.yaml"
-HEADER = ["file", "face", "box_left", "box_top", "box_right", "box_bottom", *COLUMNS]
+HEADER = ["file", "face", "box_left", "box_top", "box_right", "box_bottom"]  # then the keypoint set's columns
 STAMP = ("Software", "kfkd detect")  # marks the PNGs this command wrote, which a later run may replace
 STAGES = ("detect", "frame", "predict")
 
@@ -40,7 +40,7 @@ STAGES = ("detect", "frame", "predict")
 @dataclass
 class Face:
     box: np.ndarray  # (4,): left, top, right, bottom in the image's pixels
-    keypoints: np.ndarray  # (15, 2): x, y in the image's pixels, in KEYPOINTS order; NaN where the model has none
+    keypoints: np.ndarray  # (K, 2): x, y in the image's pixels, in the keypoint set's order; NaN where the model has none
 
 
 @dataclass
@@ -51,17 +51,18 @@ class Found:
 
 
 def settings(path: Path = SETTINGS, fitted: Path = FRAMING):
-    """conf/detect.yaml with the box-to-frame map that conf/framing.yaml holds for its finder."""
+    """conf/detect.yaml with the box-to-frame map that conf/framing.yaml holds for its finder, and
+    where its anchors sit in faces of `canonical_size` pixels."""
     cfg, fit = OmegaConf.load(path), OmegaConf.load(fitted)
     same_finder = OmegaConf.to_container(cfg.finder) == OmegaConf.to_container(fit.finder)
     if not same_finder or list(cfg.anchors) != list(fit.canonical):
         raise DataError(f"{fitted}: fitted for another finder or other anchors than {path}'s; "
                         f"refit with python -m keypoints.framefit")
-    return OmegaConf.merge(cfg, {"canonical": fit.canonical, "box_to_frame": fit.box_to_frame})
+    return OmegaConf.merge(cfg, {"canonical": fit.canonical, "canonical_size": fit.size, "box_to_frame": fit.box_to_frame})
 
 
 class Detector:
-    """Faces and their 15 keypoints in images. `model`: a run, checkpoint or sweep directory, an .onnx
+    """Faces and their keypoints in images. `model`: a run, checkpoint or sweep directory, an .onnx
     file, or a loaded model (keypoints.inference); `tta="flip"` averages with the mirrored face."""
 
     def __init__(self, model, tta: str | None = None, cfg=None):
@@ -70,10 +71,13 @@ class Detector:
         self.cfg = cfg if cfg is not None else settings()
         self.model = model if callable(model) else inference.load(model, tta == "flip", self.cfg.batch_size)
         self.finder = instantiate(self.cfg.finder)
-        self.canonical = np.array(list(self.cfg.canonical.values()), np.float64)
-        names = [f"{a}_{axis}" for a in self.cfg.canonical for axis in "xy"]
+        # The anchors' places in the model's faces (framing.yaml's are in faces of canonical_size pixels).
+        self.canonical = np.array(list(self.cfg.canonical.values()), np.float64) * (self.model.size / self.cfg.canonical_size)
+        names = columns(list(self.cfg.canonical))
         self.anchors = [self.model.columns.index(c) for c in names] if set(names) <= set(self.model.columns) else None
-        self.columns = [COLUMNS.index(c) for c in self.model.columns]
+        every = columns(self.model.keypoints)
+        self.header = HEADER + every
+        self.columns = [every.index(c) for c in self.model.columns]
 
     def __call__(self, image: np.ndarray) -> list[Face]:
         """The faces in an image array, (H, W) grey or (H, W, 3) RGB, uint8."""
@@ -90,12 +94,12 @@ class Detector:
         side = np.sqrt((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]))
         found.too_small = list(boxes[side < self.cfg.min_face_px])
         boxes = boxes[side >= self.cfg.min_face_px]
-        frames = [framing.from_box(b, self.cfg.box_to_frame) for b in boxes]
+        frames = [framing.from_box(b, self.cfg.box_to_frame, self.model.size) for b in boxes]
         passes = []
         for step in range(1 + (refine if self.anchors is not None else 0)):
             if step:
-                frames = [framing.from_points(p[self.anchors].reshape(-1, 2), self.canonical, self.cfg.rotate)
-                          for p in points]
+                frames = [framing.from_points(p[self.anchors].reshape(-1, 2), self.canonical, self.cfg.rotate,
+                                              self.model.size) for p in points]
             points = self.predict(grey, frames, found.seconds)
             passes.append(points)
         found.faces = [Face(b, self.as_keypoints(p)) for b, p in zip(boxes, points)]
@@ -121,10 +125,10 @@ class Detector:
         return [f.to_photo(o.reshape(-1, 2)).reshape(-1) for f, o in zip(frames, out)]
 
     def as_keypoints(self, values: np.ndarray) -> np.ndarray:
-        """The model's columns as (15, 2) keypoints, NaN where it predicts none."""
-        full = np.full(len(COLUMNS), np.nan)
+        """The model's columns as (K, 2) keypoints of its set, NaN where it predicts none."""
+        full = np.full(2 * len(self.model.keypoints), np.nan)
         full[self.columns] = values
-        return full.reshape(len(KEYPOINTS), 2)
+        return full.reshape(-1, 2)
 
 
 def photos(paths: list[str]) -> tuple[list[Path], list[str]]:
@@ -165,7 +169,7 @@ def _ours(path: Path) -> bool:
     try:
         if path.suffix == ".csv":
             with open(path, newline="") as f:
-                return next(csv.reader(f), None) == HEADER
+                return (next(csv.reader(f), None) or [])[:len(HEADER)] == HEADER
         with Image.open(path) as image:
             return image.info.get(STAMP[0]) == STAMP[1]
     except (OSError, ValueError, SyntaxError, UnicodeDecodeError):
@@ -233,7 +237,7 @@ def main(argv: list[str] | None = None) -> None:
         draw(image, found, drawing)
     staged = table.with_name(f".{table.name}.{os.getpid()}")
     with open(staged, "w", newline="") as f:
-        csv.writer(f).writerows([HEADER, *rows])
+        csv.writer(f).writerows([detector.header, *rows])
     staged.replace(table)
     print(f"photos read: {read} of {len(files)}, faces found: {faces}, photos with no face: {len(faceless)}"
           + (f", faces too small to frame: {small}" if small else "") + f"; wrote {table}")

@@ -4,9 +4,11 @@
 
 MODEL is a run directory, a checkpoint or a sweep directory; a sweep becomes one model whose columns
 are assembled from its nets as `submit` assembles them (keypoints.runs). The graph takes faces
-`faces` (N, 1, 96, 96) float32 in [0, 1], any N, and gives `keypoints` (N, len(columns)) in pixels
-of the 96x96 face. Its metadata holds the column names (`kfkd_columns`, comma-separated, Kaggle's
-names and order) and `kfkd_tta`: `flip` when --tta flip built the mirrored pass into the graph.
+`faces` (N, 1, size, size) float32 in [0, 1], any N, size the runs' data.size (Kaggle's: 96), and
+gives `keypoints` (N, len(columns)) in pixels of that face. Its metadata holds the column names
+(`kfkd_columns`, comma-separated, in the keypoint set's order), the set's keypoint names
+(`kfkd_keypoints`) and name (`kfkd_keypoint_set`), and `kfkd_tta`: `flip` when --tta flip built
+the mirrored pass into the graph.
 The default FILE is model.onnx (model_flip.onnx with --tta flip) in the run or sweep directory.
 """
 from __future__ import annotations
@@ -22,9 +24,8 @@ import onnx
 import torch
 
 from keypoints import runs as trained
-from keypoints.columns import IMAGE_SIZE
 from keypoints.errors import DataError
-from keypoints.inference import COLUMNS_KEY, TTA_KEY
+from keypoints.inference import COLUMNS_KEY, KEYPOINTS_KEY, TTA_KEY
 
 OPSET = 18
 
@@ -54,11 +55,13 @@ def export(model: str | Path, out: str | Path | None = None, flip: bool = False)
         logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)
-            torch.onnx.export(assembled, (torch.zeros(2, 1, IMAGE_SIZE, IMAGE_SIZE),), str(staged), dynamo=True,
+            torch.onnx.export(assembled, (torch.zeros(2, 1, assembled.size, assembled.size),), str(staged), dynamo=True,
                               input_names=["faces"], output_names=["keypoints"], opset_version=OPSET, verbose=False,
                               dynamic_shapes=({0: torch.export.Dim("batch")},), external_data=False)
         graph = onnx.load(str(staged))
         onnx.helper.set_model_props(graph, {COLUMNS_KEY: ",".join(assembled.columns),
+                                            KEYPOINTS_KEY: ",".join(assembled.keypoint_set.names),
+                                            "kfkd_keypoint_set": assembled.keypoint_set.name,
                                             TTA_KEY: "flip" if flip else "none",
                                             "kfkd_runs": ",".join(str(r.dir) for r in found)})
         onnx.checker.check_model(graph)

@@ -67,8 +67,8 @@ def resume_point(cfg: DictConfig, hydra: DictConfig) -> tuple[DictConfig, Path]:
     saved = saved_config(run)
     for override in hydra.overrides.task:
         key = override.split("=", 1)[0].lstrip("+")
-        if key in hydra.runtime.choices or key.startswith("~"):
-            raise RunError(f"resume={cfg.resume} keeps the run's config groups; drop {override}")
+        if key in hydra.runtime.choices or key == "specialist" or key.startswith("~"):
+            raise RunError(f"resume={cfg.resume} keeps the run's config groups and specialist; drop {override}")
         if key not in ("resume", "hydra") and not key.startswith("hydra."):
             OmegaConf.update(saved, key, OmegaConf.select(cfg, key), force_add=True)
     return saved, resume_checkpoint(saved)

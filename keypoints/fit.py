@@ -12,7 +12,9 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.utilities import rank_zero_only
 
+from keypoints import keypointset
 from keypoints.callbacks import EarlyStopping, History
+from keypoints.errors import DataError
 from keypoints.faults import RandomState, RunError, divergence, interruptible
 from keypoints.hardware import keep_freed_memory
 from keypoints.module import KeypointsModule
@@ -26,7 +28,12 @@ FINAL_METRIC = "hp/valid_rmse_px"
 
 def build(cfg: DictConfig):
     """The DataModule, LightningModule and Trainer a config describes."""
-    columns = list(cfg.specialist.columns)
+    keypoint_set = keypointset.of(cfg)
+    unknown = keypoint_set.unknown_columns(OmegaConf.select(cfg, "mirror.offsets") or {})
+    if unknown:
+        raise DataError(f"mirror.offsets: {unknown[0]!r} is not one of the keypoint set {keypoint_set.name}'s "
+                        f"columns (conf/mirror)")
+    columns = keypoint_set.specialist(cfg.specialist).columns
     datamodule = instantiate(cfg.data, columns=columns)
     module = KeypointsModule(
         net=instantiate(cfg.net, n_outputs=len(columns)),
@@ -36,6 +43,7 @@ def build(cfg: DictConfig):
         augment=list(instantiate(cfg.augment).values()),
         channels_last=cfg.channels_last,
         averaging=instantiate(cfg.averaging) or None,
+        size=cfg.data.size,
     )
     # In a trial of a search (hparams_search=...), the callback that reports each epoch to the pruner.
     callbacks = [instantiate(c) for c in cfg.callbacks.values()] + [History(), RandomState(), *pruning()]
@@ -53,10 +61,11 @@ def fit(cfg: DictConfig, resume_from: Path | None = None) -> dict:
     # command line may change it (trainer.max_epochs=...): they are for a run's start only.
     fresh = resume_from is None
     if fresh:
-        cfg = OmegaConf.merge(cfg, cfg.specialist.overrides)  # the tutorial's per-specialist kwargs
+        specialist = keypointset.specialist(cfg)
+        cfg = OmegaConf.merge(cfg, specialist.overrides)  # the tutorial's per-specialist kwargs
         budget = cfg.epoch_budget.pretrained if cfg.init_from else cfg.epoch_budget.scratch
         if budget:  # the tutorial's epochs per training row; set before build, as the schedule reads it
-            counter = instantiate(cfg.data, columns=list(cfg.specialist.columns))
+            counter = instantiate(cfg.data, columns=specialist.columns)
             counter.setup()
             cfg.trainer.max_epochs = max(1, int(budget / len(counter.train_set)))
     spread_over_gpus(cfg)

@@ -12,6 +12,7 @@ fractions of the box, and their medians are the map (`box_to_frame`). Rows of th
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
 
@@ -21,11 +22,10 @@ from PIL import Image
 import yaml
 
 from keypoints import framing
-from keypoints.columns import COLUMNS, IMAGE_SIZE
 
 ROOT = Path(__file__).resolve().parents[1]
 FRAMING = ROOT / "conf" / "framing.yaml"
-UPSCALE, PAD = 3, IMAGE_SIZE // 2  # each 96x96 face becomes 576x576: edges of 48 px (before upscaling) all round
+UPSCALE = 3  # each face is padded by half its side all round, then upscaled: 96x96 becomes 576x576
 
 
 def anchor_points(rows: pd.DataFrame, anchors: list[str]) -> np.ndarray:
@@ -49,13 +49,15 @@ def face_in(boxes: np.ndarray, point: np.ndarray) -> int | None:
 
 
 def training_faces(data: Path, exclude: Path | None) -> tuple[pd.DataFrame, np.ndarray]:
-    """realfaces' training rows (keypoints, and images as (N, 96, 96) uint8), the excluded people's left out."""
+    """realfaces' training rows (keypoints, and images as (N, size, size) uint8: 96), the excluded
+    people's left out."""
     rows = pd.read_csv(data / "training.csv.gz")
     if exclude is not None:
         people = pd.read_csv(data / "training_people.csv")["person"].to_numpy()
         rows = rows[~np.isin(people, pd.read_csv(exclude)["person"].to_numpy())]
-    images = np.stack([np.array(s.split(), np.uint8) for s in rows["Image"]]).reshape(-1, IMAGE_SIZE, IMAGE_SIZE)
-    return rows[list(COLUMNS)], images
+    images = np.stack([np.array(s.split(), np.uint8) for s in rows["Image"]])
+    size = math.isqrt(images.shape[1])
+    return rows.drop(columns="Image"), images.reshape(-1, size, size)
 
 
 def labelled_anchors(rows: pd.DataFrame, anchors: list[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -67,36 +69,39 @@ def labelled_anchors(rows: pd.DataFrame, anchors: list[str]) -> tuple[np.ndarray
 
 
 def as_photo(face: np.ndarray) -> np.ndarray:
-    """A 96x96 uint8 face as the finder sees a photo: padded with its edge pixels, as the faces were
-    cut from their photos, and upscaled; a point of the face lands on `in_photo(point)`."""
-    return np.asarray(Image.fromarray(np.pad(face, PAD, mode="edge")).resize(
-        ((IMAGE_SIZE + 2 * PAD) * UPSCALE,) * 2, Image.Resampling.BILINEAR))
+    """A size x size uint8 face as the finder sees a photo: padded with its edge pixels, as the faces
+    were cut from their photos, and upscaled; a point of the face lands on `in_photo(point, size)`."""
+    size = face.shape[0]
+    return np.asarray(Image.fromarray(np.pad(face, size // 2, mode="edge")).resize(
+        ((size + 2 * (size // 2)) * UPSCALE,) * 2, Image.Resampling.BILINEAR))
 
 
-def in_photo(points: np.ndarray) -> np.ndarray:
-    """Points (..., 2) of a 96x96 face, in the pixels of its `as_photo`."""
-    return (np.asarray(points) + PAD) * UPSCALE
+def in_photo(points: np.ndarray, size: int) -> np.ndarray:
+    """Points (..., 2) of a size x size face, in the pixels of its `as_photo`."""
+    return (np.asarray(points) + size // 2) * UPSCALE
 
 
 def fit(finder, rows: pd.DataFrame, images: np.ndarray, anchors: list[str]) -> tuple[dict, dict, dict]:
-    """canonical anchor positions, the box-to-frame map (medians), and how the fit went."""
+    """canonical anchor positions, the box-to-frame map (medians), the faces' size they are in, and
+    how the fit went."""
     points, labelled = labelled_anchors(rows, anchors)
     images = images[labelled]
     canonical = points.mean(0)
     ratios = []
+    size = images.shape[-1]
     for face, pts in zip(images, points):
-        big, pts_big = as_photo(face), in_photo(pts)
+        big, pts_big = as_photo(face), in_photo(pts, size)
         boxes = finder(big)
         found = face_in(boxes, pts_big.mean(0))
         if found is not None:
-            ratios.append(box_ratios(boxes[found], framing.from_points(pts_big, canonical, False)))
+            ratios.append(box_ratios(boxes[found], framing.from_points(pts_big, canonical, False, size)))
     ratios = np.array(ratios)
     median = np.median(ratios, 0)
     box_to_frame = {"x": float(median[0]), "y": float(median[1]), "size": float(median[2])}
     spread = (np.percentile(ratios, 75, 0) - np.percentile(ratios, 25, 0)).round(4).tolist()
     return ({a: [round(float(v), 3) for v in p] for a, p in zip(anchors, canonical)},
             {k: round(v, 4) for k, v in box_to_frame.items()},
-            {"faces": len(images), "found": len(ratios),
+            size, {"faces": len(images), "found": len(ratios),
              "interquartile_range": dict(zip("xy", spread[:2]), size=spread[2])})
 
 
@@ -115,13 +120,13 @@ def main(argv: list[str] | None = None) -> None:
         rows, images = training_faces(args.data, args.exclude)
     except (OSError, KeyError) as e:
         sys.exit(f"error: {args.data}: cannot read realfaces' training.csv.gz and training_people.csv ({e})")
-    canonical, box_to_frame, stats = fit(instantiate(detect.finder), rows, images, list(detect.anchors))
+    canonical, box_to_frame, size, stats = fit(instantiate(detect.finder), rows, images, list(detect.anchors))
     header = (f"# Written by `python -m keypoints.framefit --data {args.data} --exclude {args.exclude}`: do not edit.\n"
-              f"# canonical: where the anchor keypoints sit on average in the training faces (96x96 pixels);\n"
+              f"# canonical: where the anchor keypoints sit on average in the training faces (size x size pixels);\n"
               f"# box_to_frame: the frame's centre (x of the box's width, y of its height, from its top-left\n"
               f"# corner) and side (of the box's side), medians over the training faces the finder found.\n")
-    body = {"finder": OmegaConf.to_container(detect.finder), "canonical": canonical, "box_to_frame": box_to_frame,
-            "fit": stats}
+    body = {"finder": OmegaConf.to_container(detect.finder), "size": size, "canonical": canonical,
+            "box_to_frame": box_to_frame, "fit": stats}
     args.out.write_text(header + yaml.safe_dump(body, sort_keys=False))
     print(f"wrote {args.out}: {box_to_frame}, {stats}")
 

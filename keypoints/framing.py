@@ -1,7 +1,7 @@
-"""Framing a face as Kaggle's 96x96 faces are framed, and back.
+"""Framing a face as the training faces are framed (Kaggle's: 96x96), and back.
 
-A `Frame` is the square of a photo that becomes a face's 96x96 crop: its centre, its side in photo
-pixels and its roll. It comes from a face detector's box (through a map learned from labelled faces,
+A `Frame` is the square of a photo that becomes a face's crop of `pixels` x `pixels` (the model's
+data.size): its centre, its side in photo pixels and its roll. It comes from a face detector's box (through a map learned from labelled faces,
 `keypoints.framing_fit`) or from keypoints (the least-squares similarity that puts the face's
 anchor keypoints, eyes and mouth, where they sit on average in the training faces). The crop is
 resampled exactly as ../shared/data/realfaces was made: grey, bilinear without antialiasing, the
@@ -15,42 +15,41 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from keypoints.columns import IMAGE_SIZE
-
-HALF = IMAGE_SIZE / 2
-
 
 @dataclass(frozen=True)
 class Frame:
-    """The square of a photo that maps onto the 96x96 crop: photo point `centre` -> crop (48, 48),
-    `size` photo pixels -> 96 crop pixels, the crop's x axis at `angle` radians in the photo.
+    """The square of a photo that maps onto the `pixels` x `pixels` crop: photo point `centre` ->
+    the crop's centre, `size` photo pixels -> `pixels` crop pixels, the crop's x axis at `angle`
+    radians in the photo.
 
     Coordinates are continuous: pixel (i, j) covers [i, i + 1) x [j, j + 1), as in Kaggle's labels."""
     cx: float
     cy: float
     size: float
+    pixels: int
     angle: float = 0.0
 
     def _basis(self) -> np.ndarray:
         """Photo displacement per crop pixel along the crop's x and y axes (columns)."""
-        c, s, k = math.cos(self.angle), math.sin(self.angle), self.size / IMAGE_SIZE
+        c, s, k = math.cos(self.angle), math.sin(self.angle), self.size / self.pixels
         return np.array([[c, -s], [s, c]]) * k
 
     def to_photo(self, points: np.ndarray) -> np.ndarray:
         """Crop coordinates (..., 2) -> photo coordinates."""
-        return (np.asarray(points) - HALF) @ self._basis().T + (self.cx, self.cy)
+        return (np.asarray(points) - self.pixels / 2) @ self._basis().T + (self.cx, self.cy)
 
     def to_crop(self, points: np.ndarray) -> np.ndarray:
         """Photo coordinates (..., 2) -> crop coordinates."""
-        return (np.asarray(points) - (self.cx, self.cy)) @ np.linalg.inv(self._basis()).T + HALF
+        return (np.asarray(points) - (self.cx, self.cy)) @ np.linalg.inv(self._basis()).T + self.pixels / 2
 
     def crop(self, grey: np.ndarray, max_step: float) -> np.ndarray:
-        """The 96x96 uint8 crop of the (H, W) uint8 photo `grey`.
+        """The `pixels` x `pixels` uint8 crop of the (H, W) uint8 photo `grey`.
 
         Where one crop pixel steps over more than `max_step` photo pixels, the photo is first reduced
         by box filtering (Pillow's `reduce`), so that a big face is not sampled to noise."""
         basis = self._basis()
-        corners = self.to_photo(np.array([[0, 0], [IMAGE_SIZE, 0], [0, IMAGE_SIZE], [IMAGE_SIZE, IMAGE_SIZE]]))
+        n = self.pixels
+        corners = self.to_photo(np.array([[0, 0], [n, 0], [0, n], [n, n]]))
         left, top = np.floor(corners.min(0)).astype(int) - 2
         right, bottom = np.ceil(corners.max(0)).astype(int) + 2
         # Clipped indices repeat the edge pixels where the square leaves the photo.
@@ -58,26 +57,27 @@ class Frame:
         cols = np.clip(np.arange(left, right), 0, grey.shape[1] - 1)
         region = Image.fromarray(np.ascontiguousarray(grey[rows[:, None], cols[None, :]]), "L")
         origin = np.array([self.cx - left, self.cy - top])  # the centre, in the region's pixels
-        factor = math.ceil(self.size / IMAGE_SIZE / max_step)
+        factor = math.ceil(self.size / n / max_step)
         if factor > 1:
             region, basis, origin = region.reduce(factor), basis / factor, origin / factor
-        offset = origin - basis @ (HALF, HALF)
+        offset = origin - basis @ (n / 2, n / 2)
         data = (basis[0, 0], basis[0, 1], offset[0], basis[1, 0], basis[1, 1], offset[1])
-        return np.asarray(region.transform((IMAGE_SIZE, IMAGE_SIZE), Image.Transform.AFFINE, data,
-                                           Image.Resampling.BILINEAR))
+        return np.asarray(region.transform((n, n), Image.Transform.AFFINE, data, Image.Resampling.BILINEAR))
 
 
-def from_box(box: np.ndarray, box_to_frame: dict) -> Frame:
-    """The frame a detector's box (left, top, right, bottom) predicts: centre at `x`, `y` of the box's
-    width and height from its top-left corner, side `size` times the box's side (geometric mean)."""
+def from_box(box: np.ndarray, box_to_frame: dict, pixels: int) -> Frame:
+    """The frame a detector's box (left, top, right, bottom) predicts for a crop of `pixels`: centre at
+    `x`, `y` of the box's width and height from its top-left corner, side `size` times the box's side
+    (geometric mean)."""
     left, top, right, bottom = map(float, box)
     w, h = right - left, bottom - top
-    return Frame(left + box_to_frame["x"] * w, top + box_to_frame["y"] * h, box_to_frame["size"] * math.sqrt(w * h))
+    return Frame(left + box_to_frame["x"] * w, top + box_to_frame["y"] * h, box_to_frame["size"] * math.sqrt(w * h),
+                 pixels)
 
 
-def from_points(points: np.ndarray, canonical: np.ndarray, rotate: bool) -> Frame:
-    """The frame whose crop puts `points` (K, 2, photo pixels) nearest, in least squares, to their
-    `canonical` crop positions (K, 2), by scale and shift, and with `rotate` also by rotation."""
+def from_points(points: np.ndarray, canonical: np.ndarray, rotate: bool, pixels: int) -> Frame:
+    """The frame whose crop of `pixels` puts `points` (K, 2, photo pixels) nearest, in least squares,
+    to their `canonical` crop positions (K, 2), by scale and shift, and with `rotate` also by rotation."""
     p, c = np.asarray(points, float), np.asarray(canonical, float)
     pm, cm = p.mean(0), c.mean(0)
     p0, c0 = p - pm, c - cm
@@ -85,8 +85,8 @@ def from_points(points: np.ndarray, canonical: np.ndarray, rotate: bool) -> Fram
     b = (p0[:, 0] * c0[:, 1] - p0[:, 1] * c0[:, 0]).sum() if rotate else 0.0
     scale = math.hypot(a, b) / (p0 ** 2).sum()  # crop pixels per photo pixel
     theta = math.atan2(b, a)  # crop = scale * R(theta) @ photo + shift
-    # The photo point that lands on the crop's centre: solve scale * R(theta) (q - pm) + cm = (48, 48).
+    # The photo point that lands on the crop's centre: solve scale * R(theta) (q - pm) + cm = (n/2, n/2).
     c_, s_ = math.cos(theta), math.sin(theta)
-    d = (np.array([HALF, HALF]) - cm) / scale
+    d = (np.array([pixels / 2, pixels / 2]) - cm) / scale
     q = pm + np.array([c_ * d[0] + s_ * d[1], -s_ * d[0] + c_ * d[1]])
-    return Frame(float(q[0]), float(q[1]), float(IMAGE_SIZE / scale), -theta)
+    return Frame(float(q[0]), float(q[1]), float(pixels / scale), pixels, -theta)

@@ -4,8 +4,8 @@ The net draws one heatmap per keypoint; a softmax over its pixels makes it a dis
 keypoint is that distribution's mean position. The output is therefore the same (N, 2K) coordinates,
 x and y alternating, in the same normalised space as a regression net's, so the masked MSE, the
 metrics, the flip and the submission need nothing new. Heatmap cell j of W has its centre at
-(2j + 1) / W - 1: grid_sample's align_corners=False convention, under which pixel i of 96 is at
-(i + 0.5 - 48) / 48, so a mirrored heatmap gives the mirrored x exactly.
+(2j + 1) / W - 1: grid_sample's align_corners=False convention, under which pixel i of a face of
+`size` is at (i + 0.5 - size/2) / (size/2), so a mirrored heatmap gives the mirrored x exactly.
 """
 from __future__ import annotations
 
@@ -40,6 +40,10 @@ class HeatmapNet(nn.Module):
         super().__init__()
         if n_outputs % 2:
             raise ValueError(f"net: a heatmap net predicts x, y pairs; got {n_outputs} columns")
+        stride = 2 ** (len(backbone.stem) // 2)  # each stride-2 conv is followed by its ReLU
+        if backbone.size % stride:  # else the heatmap's cells and the face's pixels do not line up
+            raise ValueError(f"net: a heatmap's cells must tile the face: data.size={backbone.size} is not a "
+                             f"multiple of the stem's stride {stride}")
         self.backbone = backbone
         self.lateral = nn.ModuleList([conv_bn(c, width, kernel=1) for c in backbone.channels])
         self.smooth = nn.Sequential(conv_bn(width, width), nn.ReLU(inplace=True))

@@ -1,8 +1,10 @@
-"""A trained model as a function of 96x96 faces: numpy in, keypoints in pixels out.
+"""A trained model as a function of faces: numpy in, keypoints in pixels out.
 
 MODEL is a run directory, a checkpoint or a sweep directory (loaded by keypoints.runs, with torch,
 imported only then), or an exported .onnx file (keypoints.export), run by onnxruntime alone, so a
-deployment needs no torch.
+deployment needs no torch. Either says what it predicts: `size` (the faces' side in pixels),
+`keypoints` (the names of its keypoint set, in order) and `columns` (the `<name>_x`, `<name>_y` it
+predicts, in the set's order).
 """
 from __future__ import annotations
 
@@ -12,7 +14,9 @@ import numpy as np
 
 from keypoints.errors import DataError
 
-COLUMNS_KEY, TTA_KEY = "kfkd_columns", "kfkd_tta"  # the .onnx file's metadata
+# The .onnx file's metadata: the columns it predicts, the set's keypoints (exports before keypoint
+# sets have none: their keypoints are those of their columns), and whether flip TTA is in the graph.
+COLUMNS_KEY, KEYPOINTS_KEY, TTA_KEY = "kfkd_columns", "kfkd_keypoints", "kfkd_tta"
 
 
 class TorchModel:
@@ -23,6 +27,7 @@ class TorchModel:
 
         self.model, _ = runs.load(paths, flip=flip)
         self.columns, self.flip, self.batch_size = list(self.model.columns), flip, batch_size
+        self.keypoints, self.size = self.model.keypoint_set.names, self.model.size
 
     def __call__(self, faces: np.ndarray) -> np.ndarray:
         import torch
@@ -45,10 +50,12 @@ class OnnxModel:
             raise DataError(f"{path}: no '{COLUMNS_KEY}' metadata; "
                             f"expected a model written by python -m keypoints.export")
         self.columns, self.flip = meta[COLUMNS_KEY].split(","), meta.get(TTA_KEY) == "flip"
+        self.keypoints = meta[KEYPOINTS_KEY].split(",") if KEYPOINTS_KEY in meta else [c[:-2] for c in self.columns[::2]]
         if flip and not self.flip:
             raise DataError(f"{path}: exported without flip TTA; for --tta flip export it with "
                             f"`python -m keypoints.export MODEL --tta flip`")
-        self.input = self.session.get_inputs()[0].name
+        faces = self.session.get_inputs()[0]
+        self.input, self.size = faces.name, faces.shape[-1]  # (N, 1, size, size)
 
     def __call__(self, faces: np.ndarray) -> np.ndarray:
         return self.session.run(None, {self.input: np.ascontiguousarray(faces, np.float32)})[0]

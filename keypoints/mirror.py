@@ -2,7 +2,7 @@
 
     python -m keypoints.mirror RUN [--data DIR] [--out FILE]
 
-The tutorial's flip takes a mirrored face's keypoints to be its mirrored labels (x -> 96 - x, left
+The tutorial's flip takes a mirrored face's keypoints to be its mirrored labels (x -> size - x, left
 and right swapped). That holds only where the labels are mirror-symmetric. Labels drawn by people or
 by a landmark model can lean one way; realfaces' sit 1-2.5 px off (RESULTS.md), so every flipped
 training face teaches labels off by that much. A run trained *without* flips has learnt the labels'
@@ -22,18 +22,18 @@ from omegaconf import OmegaConf
 
 from keypoints import runs as trained
 from keypoints.augment import Affine, mirror_targets
-from keypoints.columns import COLUMNS
-from keypoints.data import HALF, DataError
+from keypoints.data import DataError
 from keypoints.submit import labelled_faces, predict_columns
 
 
 def offsets(predicted: np.ndarray, labels: np.ndarray, columns: list[str],
-            flip_indices: list[list[int]]) -> dict[str, float]:
-    """Per column of `columns`, the mean of `predicted` (pixels, on the mirrored faces) minus the
-    mirrored `labels` (pixels, mirrored as the flip mirrors them, with the run's `flip_indices`), over
-    the faces where both exist; columns without any are left out."""
-    mirrored = mirror_targets(torch.from_numpy((labels - HALF) / HALF), [tuple(p) for p in flip_indices])
-    difference = predicted - (mirrored.numpy() * HALF + HALF)
+            flip_indices: list[list[int]], size: int) -> dict[str, float]:
+    """Per column of `columns`, the mean of `predicted` (pixels of faces of `size`, on the mirrored
+    faces) minus the mirrored `labels` (pixels, mirrored as the flip mirrors them, with the run's
+    `flip_indices`), over the faces where both exist; columns without any are left out."""
+    half = size / 2
+    mirrored = mirror_targets(torch.from_numpy((labels - half) / half), [tuple(p) for p in flip_indices])
+    difference = predicted - (mirrored.numpy() * half + half)
     seen = ~np.isnan(difference)
     return {c: float(difference[seen[:, i], i].mean()) for i, c in enumerate(columns) if seen[:, i].any()}
 
@@ -44,7 +44,7 @@ def follows_shift(model: trained.Assembled, runs: list[trained.Run], x: torch.Te
     it where it leans on where keypoints usually are, and then the offsets measure that instead."""
     n = len(x)
     moved = Affine(0, 0, 0).apply(x, torch.zeros(n, 2), torch.ones(n, 2), torch.eye(2).expand(n, 2, 2),
-                                  torch.tensor([px / HALF, 0.0]).expand(n, 2))[0]
+                                  torch.tensor([px / (x.shape[-1] / 2), 0.0]).expand(n, 2))[0]
     before, after = (predict_columns(model, runs, faces)[:, 0::2] for faces in (x, moved))
     return float(np.nanmean(after - before))
 
@@ -59,9 +59,10 @@ def measure(model: str | Path, data_dir: str | Path | None = None) -> tuple[dict
         raise DataError(f"{runs[0].dir}: trained with flips, so it learnt the mirror it was given; "
                         f"measure with a run trained without them (e.g. augment=[affine,photometric])")
     x, labels = labelled_faces(runs, None, data_dir, rows="train")
-    columns = [COLUMNS.index(c) for c in runs[0].columns]  # Kaggle's 30 -> the run's own, in its order
+    run = runs[0].specialist
+    columns = [model_.keypoint_set.columns.index(c) for c in run.columns]  # the set's -> the run's own, in its order
     found = offsets(predict_columns(model_, runs, x.flip(-1))[:, columns], labels[:, columns],
-                    runs[0].columns, list(runs[0].cfg.specialist.flip_indices))
+                    run.columns, run.flip_indices, model_.size)
     return found, len(x), follows_shift(model_, runs, x)
 
 

@@ -8,8 +8,6 @@ import torch
 from torch import nn
 from torchmetrics import MeanMetric
 
-from keypoints.data import HALF
-
 
 def masked_mean(errors: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """The mean of elementwise errors over the present targets."""
@@ -26,11 +24,13 @@ class KeypointsModule(pl.LightningModule):
     over the present targets; validation always measures the masked MSE, hence the RMSE in pixels.
     With `averaging` (a torch AveragedModel, partially applied), a running average of the net's
     weights is updated after every optimiser step and replaces the net outside training:
-    validation, prediction, the best epoch's snapshot and the checkpoints all hold it."""
+    validation, prediction, the best epoch's snapshot and the checkpoints all hold it. `size`: the
+    faces' side in pixels, which turns the targets' units back into pixels."""
 
     def __init__(self, net: nn.Module, optimizer: Callable, scheduler: dict | None, criterion: Callable,
-                 augment: Sequence[Callable], channels_last: bool, averaging: Callable | None):
+                 augment: Sequence[Callable], channels_last: bool, averaging: Callable | None, size: int):
         super().__init__()
+        self.half = size / 2
         self.net, self.optimizer, self.scheduler, self.augment = net, optimizer, scheduler, list(augment)
         self.criterion = criterion
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
@@ -60,7 +60,7 @@ class KeypointsModule(pl.LightningModule):
         mse = self.valid_mse.compute()  # torchmetrics reduces over DDP ranks: the whole validation set
         self.valid_mse.reset()
         self.log("valid_loss", mse, prog_bar=False, sync_dist=True)
-        self.log("valid_rmse_px", mse.sqrt() * HALF, prog_bar=True, sync_dist=True)
+        self.log("valid_rmse_px", mse.sqrt() * self.half, prog_bar=True, sync_dist=True)
         self._log_epoch_as_step()
 
     def on_train_batch_end(self, outputs, batch, batch_idx):

@@ -3,18 +3,16 @@ from __future__ import annotations
 
 from torch import nn
 
-from keypoints.columns import IMAGE_SIZE
+
+def mlp(n_outputs: int, size: int, hidden: int) -> nn.Sequential:
+    """net1: the size x size face's pixels (96x96: 9216) -> hidden -> n_outputs."""
+    return nn.Sequential(nn.Flatten(), nn.Linear(size * size, hidden), nn.ReLU(), nn.Linear(hidden, n_outputs))
 
 
-def mlp(n_outputs: int, hidden: int) -> nn.Sequential:
-    """net1: 9216 -> hidden -> n_outputs."""
-    return nn.Sequential(nn.Flatten(), nn.Linear(IMAGE_SIZE * IMAGE_SIZE, hidden), nn.ReLU(),
-                         nn.Linear(hidden, n_outputs))
-
-
-def cnn(n_outputs: int, channels: list[int], kernels: list[int], hidden: int,
+def cnn(n_outputs: int, size: int, channels: list[int], kernels: list[int], hidden: int,
         dropout: list[float], batch_norm: bool) -> nn.Sequential:
-    """net2: (conv -> 2x2 max-pool -> [batch norm] -> ReLU -> dropout) per stage, then two dense layers -> n_outputs.
+    """net2 for size x size faces: (conv -> 2x2 max-pool -> [batch norm] -> ReLU -> dropout) per stage,
+    then two dense layers -> n_outputs.
 
     `dropout` holds one rate per stage and one per dense layer (net6: 0.1, 0.2, 0.3, 0.5, 0).
     `batch_norm` normalises each conv's output (after the tutorial): Adam then trains far faster.
@@ -22,7 +20,7 @@ def cnn(n_outputs: int, channels: list[int], kernels: list[int], hidden: int,
     if len(dropout) != len(channels) + 2:
         raise ValueError(f"net.dropout: expected {len(channels) + 2} rates (one per conv stage and "
                          f"dense layer), got {len(dropout)}")
-    layers, in_channels, size = [], 1, IMAGE_SIZE
+    layers, in_channels = [], 1
     for out_channels, kernel, p in zip(channels, kernels, dropout):
         # Pooling first is the tutorial's conv -> ReLU -> pool exactly (max and ReLU commute), and
         # normalises and rectifies a quarter of the values.

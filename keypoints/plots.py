@@ -10,10 +10,11 @@ matplotlib.use("Agg")  # files and TensorBoard only: no display needed
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from omegaconf import OmegaConf  # noqa: E402
 from pytorch_lightning.loggers import TensorBoardLogger  # noqa: E402
 
-from keypoints.data import HALF  # noqa: E402
+from keypoints import keypointset  # noqa: E402
+from keypoints.keypointset import ALL  # noqa: E402
+from keypoints.runs import saved_config  # noqa: E402
 
 N_FACES = 16
 
@@ -29,15 +30,15 @@ def learning_curves(sweep: str | Path, out: str | Path | None = None) -> Path:
     fig, ax = plt.subplots(figsize=(9, 6))
     weighted = []
     for i, run in enumerate(runs):
-        cfg = OmegaConf.load(run / "config.yaml")
+        cfg = saved_config(run)
         history = json.loads((run / "metrics.json").read_text())["history"]
         valid = np.array([h["valid_rmse_px"] for h in history if "valid_rmse_px" in h])
-        train = np.sqrt([h["train_loss"] for h in history if "train_loss" in h]) * HALF
-        label = cfg.specialist.name + (" (pretrained)" if cfg.init_from else "")
+        train = np.sqrt([h["train_loss"] for h in history if "train_loss" in h]) * (cfg.data.size / 2)
+        label = cfg.specialist + (" (pretrained)" if cfg.init_from else "")
         ax.plot(valid, "-", marker=".", markersize=3, color=f"C{i}", label=label)  # dots: one-epoch runs show
         ax.plot(train, "--", color=f"C{i}")
-        if cfg.specialist.name != "all":
-            weighted.append((len(cfg.specialist.columns), valid))
+        if cfg.specialist != ALL:
+            weighted.append((len(keypointset.specialist(cfg).columns), valid))
     if weighted:
         length = max(len(v) for _, v in weighted)
         padded = np.array([np.pad(v, (0, length - len(v)), constant_values=v.min()) for _, v in weighted])
@@ -54,7 +55,7 @@ def learning_curves(sweep: str | Path, out: str | Path | None = None) -> Path:
 
 
 def face_grid(images: np.ndarray, predicted: np.ndarray, true: np.ndarray) -> plt.Figure:
-    """Faces (N, 96, 96) with predicted (red +) and true (green x) keypoints, in pixels (N, 2K), NaN = none."""
+    """Faces (N, size, size) with predicted (red +) and true (green x) keypoints, in pixels (N, 2K), NaN = none."""
     cols = int(np.ceil(np.sqrt(len(images))))
     rows = int(np.ceil(len(images) / cols))
     fig, axes = plt.subplots(rows, cols, figsize=(2 * cols, 2 * rows), squeeze=False)
@@ -73,11 +74,12 @@ def log_sample_faces(logger, module, valid_set, step: int) -> None:
     if not isinstance(logger, TensorBoardLogger):
         return
     x, y, mask = valid_set[:N_FACES]
+    half = x.shape[-1] / 2
     was_training = module.training
     module.eval()
     with torch.no_grad():
-        predicted = module(x.to(module.device)).float().cpu().numpy() * HALF + HALF
+        predicted = module(x.to(module.device)).float().cpu().numpy() * half + half
     module.train(was_training)
-    true = np.where(mask.cpu().numpy() > 0, y.cpu().numpy() * HALF + HALF, np.nan)
+    true = np.where(mask.cpu().numpy() > 0, y.cpu().numpy() * half + half, np.nan)
     fig = face_grid(x[:, 0].float().cpu().numpy(), predicted, true)
     logger.experiment.add_figure("valid_faces", fig, global_step=step)

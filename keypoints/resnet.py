@@ -1,4 +1,4 @@
-"""A residual backbone sized for 96x96 grey faces on a CPU (He et al. 2016's basic blocks), and a net
+"""A residual backbone sized for small grey faces (Kaggle's 96x96) on a CPU (He et al. 2016's basic blocks), and a net
 that regresses the keypoints from its coarsest features.
 
 Strided 3x3 convolutions bring the face down to 24x24 before any residual block, so that no block
@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-
-from keypoints.columns import IMAGE_SIZE
 
 
 def conv_bn(in_channels: int, out_channels: int, stride: int = 1, kernel: int = 3) -> nn.Sequential:
@@ -36,11 +34,11 @@ class Block(nn.Module):
 
 
 class Backbone(nn.Module):
-    """Stride-2 3x3 conv/batch norm/ReLU layers (`stem`: their channels), then residual stages
-    (`channels`, `blocks` per stage), the first at the stem's resolution, each later one at half the
-    previous one's. `forward` returns every stage's output, finest first."""
+    """For size x size faces: stride-2 3x3 conv/batch norm/ReLU layers (`stem`: their channels), then
+    residual stages (`channels`, `blocks` per stage), the first at the stem's resolution, each later
+    one at half the previous one's. `forward` returns every stage's output, finest first."""
 
-    def __init__(self, stem: list[int], channels: list[int], blocks: list[int]):
+    def __init__(self, size: int, stem: list[int], channels: list[int], blocks: list[int]):
         super().__init__()
         if len(channels) != len(blocks) or min(blocks, default=0) < 1:
             raise ValueError(f"net.backbone: expected one block count >= 1 per stage of channels {list(channels)}, "
@@ -56,7 +54,7 @@ class Backbone(nn.Module):
             self.stages.append(nn.Sequential(*[Block(c, out_channels, s)
                                                for c, s in zip([in_channels] + [out_channels] * (n - 1), strides)]))
             in_channels = out_channels
-        self.channels, self.sizes, size = list(channels), [], IMAGE_SIZE
+        self.size, self.channels, self.sizes = size, list(channels), []
         for _ in stem:
             size = (size + 1) // 2  # a stride-2 "same" convolution
         for i in range(len(channels)):  # each stage's output height and width

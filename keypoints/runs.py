@@ -1,10 +1,11 @@
 """Trained runs: find them, rebuild each net from its own config.yaml, load its weights, and
-assemble their columns into one model of Kaggle's keypoints in pixels.
+assemble their columns into one model of their keypoint set's keypoints in pixels.
 
 A run is found from the path it is given (a checkpoint, a run directory, or a sweep directory of
 runs) and read relative to that path, never through the absolute paths saved in its config, so a
-run moved, copied or rsynced elsewhere still loads. `submit`, `detect`, `export` and the
-specialists' weight transfer all load through here.
+run moved, copied or rsynced elsewhere still loads; a run trained before keypoint sets is read as a
+kaggle15 run (keypointset.upgrade). `submit`, `detect`, `export` and the specialists' weight
+transfer all load through here.
 """
 from __future__ import annotations
 
@@ -20,9 +21,9 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
+from keypoints import keypointset
 from keypoints.augment import mirror_offsets, unmirror_predictions
-from keypoints.columns import COLUMNS
-from keypoints.data import HALF, DataError
+from keypoints.data import DataError
 
 
 @dataclass
@@ -32,8 +33,16 @@ class Run:
     cfg: DictConfig
 
     @property
+    def keypoint_set(self) -> keypointset.KeypointSet:
+        return keypointset.of(self.cfg, str(self.dir / "config.yaml"))
+
+    @property
+    def specialist(self) -> keypointset.Specialist:
+        return self.keypoint_set.specialist(self.cfg.specialist)
+
+    @property
     def columns(self) -> list[str]:
-        return list(self.cfg.specialist.columns)
+        return self.specialist.columns
 
     def net(self) -> nn.Module:
         """The run's net, rebuilt from its config and loaded with the checkpoint's weights, in eval mode."""
@@ -116,8 +125,10 @@ def relocated(value, old: str, new: str):
 def saved_config(directory: str | Path) -> DictConfig:
     """A run directory's config.yaml, with the run's own paths (`paths.output_dir` and everything
     under it: checkpoints, logs) where the directory is now rather than where it was trained.
-    Paths outside the run (`data.dir`, the cache) are kept as they were given."""
-    cfg = OmegaConf.load(Path(directory) / "config.yaml")
+    Paths outside the run (`data.dir`, the cache) are kept as they were given. A run trained before
+    keypoint sets comes in today's shape (keypointset.upgrade)."""
+    path = Path(directory) / "config.yaml"
+    cfg = keypointset.upgrade(OmegaConf.load(path), str(path))
     trained_in = OmegaConf.select(cfg, "paths.output_dir")
     if not trained_in:
         return cfg
@@ -148,24 +159,24 @@ def find(paths: list[str | Path]) -> list[Run]:
 
 
 class Assembled(nn.Module):
-    """Several runs' nets as one model: faces (N, 1, 96, 96) in [0, 1] -> keypoints (N, len(columns))
-    in pixels, `columns` in Kaggle's order. Each column comes from the narrowest net that predicts it
-    (a specialist over `all`). With `flip`, each net's prediction is averaged with its prediction for
-    the mirrored face, mirrored back with that net's flip_indices and mirror offsets (test-time
-    augmentation)."""
+    """Several runs' nets, all of one keypoint set and face size, as one model: faces (N, 1, size, size)
+    in [0, 1] -> keypoints (N, len(columns)) in pixels, `columns` in the set's order. Each column comes
+    from the narrowest net that predicts it (a specialist over `all`). With `flip`, each net's
+    prediction is averaged with its prediction for the mirrored face, mirrored back with that net's
+    flip_indices and mirror offsets (test-time augmentation)."""
 
     def __init__(self, nets: list[nn.Module], columns: list[list[str]], flip_indices: list[list], flip: bool,
-                 mirror: list[dict] | None = None):
+                 keypoint_set: keypointset.KeypointSet, size: int, mirror: list[dict] | None = None):
         super().__init__()
-        self.nets, self.flip = nn.ModuleList(nets), flip
+        self.nets, self.flip, self.keypoint_set, self.size = nn.ModuleList(nets), flip, keypoint_set, size
         source = {}  # column -> position in the nets' concatenated outputs; narrower nets come later and win
         offsets = np.cumsum([0] + [len(c) for c in columns])
         for i in sorted(range(len(nets)), key=lambda i: -len(columns[i])):
             source.update({c: offsets[i] + j for j, c in enumerate(columns[i])})
-        self.columns = [c for c in COLUMNS if c in source]
+        self.columns = [c for c in keypoint_set.columns if c in source]
         self.register_buffer("take", torch.tensor([source[c] for c in self.columns]), persistent=False)
         self.flip_indices = [[tuple(p) for p in pairs] for pairs in flip_indices]
-        self.mirror = [mirror_offsets(m, c) for m, c in zip(mirror or [None] * len(nets), columns)]
+        self.mirror = [mirror_offsets(m, c, size) for m, c in zip(mirror or [None] * len(nets), columns)]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         outputs = []
@@ -174,7 +185,7 @@ class Assembled(nn.Module):
             if self.flip:
                 y = (y + unmirror_predictions(net(x.flip(-1)).float(), pairs, offset)) / 2
             outputs.append(y)
-        return torch.cat(outputs, 1)[:, self.take] * HALF + HALF
+        return torch.cat(outputs, 1)[:, self.take] * (self.size / 2) + self.size / 2
 
     def predict(self, x: torch.Tensor, batch_size: int) -> np.ndarray:
         """Keypoints in pixels (N, len(columns)) for faces x, in batches on the model's device."""
@@ -183,10 +194,22 @@ class Assembled(nn.Module):
             return torch.cat([self(b.to(device)).cpu() for b in x.split(batch_size)]).numpy()
 
 
+def shared(runs: list[Run]) -> tuple[keypointset.KeypointSet, int]:
+    """The keypoint set and the face size (data.size) of the runs, which must all have the same."""
+    first = runs[0]
+    for run in runs[1:]:
+        if run.keypoint_set.names != first.keypoint_set.names or run.cfg.data.size != first.cfg.data.size:
+            raise DataError(f"{run.dir}: keypoint set {run.keypoint_set.name} of {run.cfg.data.size} px faces, but "
+                            f"{first.dir}: {first.keypoint_set.name} of {first.cfg.data.size} px; "
+                            f"runs assembled into one model need the same set and data.size")
+    return first.keypoint_set, first.cfg.data.size
+
+
 def load(paths: list[str | Path], flip: bool = False) -> tuple[Assembled, list[Run]]:
     """The runs `paths` name, assembled into one model on the fastest device, in eval mode."""
     runs = find(paths)
-    model = Assembled([r.net() for r in runs], [r.columns for r in runs],
-                      [list(r.cfg.specialist.flip_indices) for r in runs], flip,
+    specialists = [r.specialist for r in runs]
+    model = Assembled([r.net() for r in runs], [s.columns for s in specialists],
+                      [s.flip_indices for s in specialists], flip, *shared(runs),
                       [OmegaConf.select(r.cfg, "mirror.offsets", default=None) for r in runs])  # none before conf/mirror
     return model.to("cuda" if torch.cuda.is_available() else "cpu").eval(), runs

@@ -1,12 +1,12 @@
 """Specialists pretrained from the base net: weight transfer, GPU placement, the one-command pipeline.
 
-The tutorial trains the base net on all 30 columns, then six specialists whose layers start from the
-base net's weights (all but the output layer, whose size follows the specialist's columns).
+The tutorial trains the base net on all the keypoints, then six specialists whose layers start from
+the base net's weights (all but the output layer, whose size follows the specialist's columns).
 
     python -m keypoints.specialists experiment=specialists data=kaggle data.dir=DIR [overrides]
 
 trains `specialist=all` into <sweep>/all, then the specialists of `hydra.sweeper.params.specialist`
-(the preset's six; without one, every specialist in conf/specialist/) through Hydra multirun with
+(the preset's six; without one, every specialist of the keypoint set) through Hydra multirun with
 `init_from=<sweep>/all` (add `hydra/launcher=local` to run them in parallel processes), then writes
 <sweep>/curves.png and, when the data has a test.csv, <sweep>/submission.csv.
 """
@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from keypoints import keypointset
 from keypoints.data import DataError, find_file
 from keypoints.nets import output_layer
 from keypoints.runs import checkpoint_path, net_weights
@@ -82,7 +83,13 @@ def pipeline(overrides: list[str]) -> Path:
     from keypoints import plots, runs, submit
 
     cfg = compose(overrides)
-    swept = [] if "specialist" in (cfg.hydra.sweeper.params or {}) else ["specialist=" + ",".join(specialists())]
+    swept = []
+    if "specialist" not in (cfg.hydra.sweeper.params or {}):  # the preset names none: every one of the set
+        keypoint_set = keypointset.of(cfg)
+        if not keypoint_set.specialists:
+            raise DataError(f"{keypoint_set.source}: no specialists to train after the base net; name some under "
+                            f"`specialists`")
+        swept = ["specialist=" + ",".join(keypoint_set.specialists)]
     sweep = Path(cfg.hydra.sweep.dir)
     base = sweep / "all"
     # Launcher and sweeper settings are for the specialists' multirun, not the single base run.
@@ -100,11 +107,6 @@ def pipeline(overrides: list[str]) -> Path:
         print(f"submission: {submit.write_submission(model, found, cfg.data.dir, sweep / 'submission.csv')}")
     print(f"runs: tensorboard --logdir {sweep}")
     return sweep
-
-
-def specialists() -> list[str]:
-    """The specialists conf/specialist/ defines: every file there but `all`, the base net's."""
-    return sorted(p.stem for p in (ROOT / "conf" / "specialist").glob("*.yaml") if p.stem != "all")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -3,8 +3,8 @@
     python -m keypoints.submit predict SWEEP_OR_RUN_OR_CKPT... [--data DIR] [--out submission.csv] [--tta flip]
     python -m keypoints.submit evaluate SWEEP_OR_RUN_OR_CKPT... [--csv labelled.csv | --data DIR] [--tta flip]
 
-Every run's net is rebuilt from its config.yaml and loaded from its best checkpoint, and the 30
-columns are assembled from all runs (keypoints.runs): a net with fewer columns (a specialist) wins
+Every run's net is rebuilt from its config.yaml and loaded from its best checkpoint, and the columns
+of their keypoint set are assembled from all runs (keypoints.runs): a net with fewer columns (a specialist) wins
 over a wider one (`all`). `--tta flip` averages each prediction with that of the mirrored face.
 `evaluate` without --csv uses the held-out validation rows of the runs' training.csv. Runs are read
 relative to the paths given, wherever they were trained; `--data` replaces the data.dir they saved.
@@ -22,16 +22,15 @@ import torch
 from hydra.utils import instantiate
 
 from keypoints import runs as trained
-from keypoints.columns import COLUMNS, IMAGE_SIZE, KEYPOINTS
-from keypoints.data import HALF, DataError, find_file, read_csv, to_tensors
+from keypoints.data import DataError, find_file, read_csv, to_tensors
 
 DATA_FLAG = "--data DIR"  # replaces the runs' data.dir, which may not hold where they are read
 
 
-def read_test(data_dir: str | Path, cache_dir: str | Path | None) -> tuple[np.ndarray, np.ndarray]:
-    """test.csv's ImageIds and images, checked: every ImageId present, none repeated."""
+def read_test(data_dir: str | Path, cache_dir: str | Path | None, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """test.csv's ImageIds and images (size x size), checked: every ImageId present, none repeated."""
     path = find_file(data_dir, "test.csv", DATA_FLAG)
-    frame, images = read_csv(path, cache_dir)
+    frame, images = read_csv(path, cache_dir, size)
     if "ImageId" not in frame.columns:
         raise DataError(f"{path}: no 'ImageId' column; expected ImageId,Image")
     ids = frame["ImageId"].to_numpy()
@@ -44,8 +43,9 @@ def read_test(data_dir: str | Path, cache_dir: str | Path | None) -> tuple[np.nd
     return ids.astype(np.int64), images
 
 
-def read_lookup(data_dir: str | Path, image_ids: np.ndarray) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
-    """IdLookupTable.csv, and for each of its rows the index of its image in test.csv and of its column."""
+def read_lookup(data_dir: str | Path, image_ids: np.ndarray, columns: list[str]) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
+    """IdLookupTable.csv, and for each of its rows the index of its image in test.csv and of its
+    column among `columns` (the keypoint set's)."""
     path = find_file(data_dir, "IdLookupTable.csv", DATA_FLAG)
     lookup = pd.read_csv(path)
     missing = {"RowId", "ImageId", "FeatureName"} - set(lookup.columns)
@@ -56,36 +56,39 @@ def read_lookup(data_dir: str | Path, image_ids: np.ndarray) -> tuple[pd.DataFra
         row = (image < 0).argmax()
         raise DataError(f"{path}: line {row + 2}: ImageId {lookup['ImageId'].iloc[row]} is not in test.csv "
                         f"(ImageIds {image_ids.min()}..{image_ids.max()})")
-    column = pd.Index(COLUMNS).get_indexer(lookup["FeatureName"])
+    column = pd.Index(columns).get_indexer(lookup["FeatureName"])
     if (column < 0).any():
         row = (column < 0).argmax()
         name = lookup["FeatureName"].iloc[row]
-        near = difflib.get_close_matches(str(name), COLUMNS, n=1)
+        near = difflib.get_close_matches(str(name), columns, n=1)
         raise DataError(f"{path}: line {row + 2}: FeatureName {name!r} is not a keypoint column"
-                        + (f"; did you mean {near[0]!r}?" if near else f"; expected one of {list(COLUMNS)}"))
+                        + (f"; did you mean {near[0]!r}?" if near else f"; expected one of {columns}"))
     return lookup, image, column
 
 
 def predict_columns(model: trained.Assembled, runs: list[trained.Run], x: torch.Tensor) -> np.ndarray:
-    """All 30 columns in pixels for faces x (NaN where no run predicts one), in the runs' batch size."""
-    out = np.full((len(x), len(COLUMNS)), np.nan)
-    out[:, [COLUMNS.index(c) for c in model.columns]] = model.predict(x, runs[0].cfg.data.batch_size)
+    """All the keypoint set's columns in pixels for faces x (NaN where no run predicts one), in the
+    runs' batch size."""
+    columns = model.keypoint_set.columns
+    out = np.full((len(x), len(columns)), np.nan)
+    out[:, [columns.index(c) for c in model.columns]] = model.predict(x, runs[0].cfg.data.batch_size)
     return out
 
 
 def submission(model: trained.Assembled, runs: list[trained.Run], data_dir: str | Path) -> pd.DataFrame:
     """The Kaggle submission `RowId,Location` in IdLookupTable order, checked before it is returned."""
-    ids, images = read_test(data_dir, runs[0].cfg.paths.cache_dir)
-    lookup, image, column = read_lookup(data_dir, ids)
+    columns = model.keypoint_set.columns
+    ids, images = read_test(data_dir, runs[0].cfg.paths.cache_dir, model.size)
+    lookup, image, column = read_lookup(data_dir, ids, columns)
     needed = np.unique(image)  # only the images the lookup table asks about
-    predictions = np.full((len(ids), len(COLUMNS)), np.nan)
+    predictions = np.full((len(ids), len(columns)), np.nan)
     predictions[needed] = predict_columns(model, runs, to_tensors(images[needed]))
     location = predictions[image, column]
     if np.isnan(location).any():
         row = np.isnan(location).argmax()
-        raise DataError(f"IdLookupTable.csv: line {row + 2}: no run predicts {COLUMNS[column[row]]}; "
+        raise DataError(f"IdLookupTable.csv: line {row + 2}: no run predicts {columns[column[row]]}; "
                         f"runs cover {model.columns}")
-    result = pd.DataFrame({"RowId": lookup["RowId"], "Location": np.clip(location, 0, IMAGE_SIZE)})
+    result = pd.DataFrame({"RowId": lookup["RowId"], "Location": np.clip(location, 0, model.size)})
     assert len(result) == len(lookup) and result["Location"].notna().all()
     return result
 
@@ -99,23 +102,25 @@ def write_submission(model: trained.Assembled, runs: list[trained.Run], data_dir
 
 def labelled_faces(runs: list[trained.Run], csv: str | Path | None, data_dir: str | Path | None = None,
                    rows: str = "valid") -> tuple[torch.Tensor, np.ndarray]:
-    """Images and their 30 keypoint columns in pixels (NaN where unlabelled): the CSV, or the rows
-    of the runs' training.csv (in `data_dir`, else their data.dir) they held out (`rows` "valid") or
-    trained on ("train")."""
+    """Images and all their keypoint set's columns in pixels (NaN where unlabelled): the CSV, or the
+    rows of the runs' training.csv (in `data_dir`, else their data.dir) they held out (`rows` "valid")
+    or trained on ("train")."""
     cfg = runs[0].cfg
+    keypoint_set, size = trained.shared(runs)
+    columns = keypoint_set.columns
     if csv is None:
         data_dir = data_dir or cfg.data.dir
         if cfg.data.generate is None:  # generated data is made again where it is missing
             find_file(data_dir, "training.csv", DATA_FLAG)
-        datamodule = instantiate(cfg.data, dir=data_dir, columns=list(COLUMNS), drop_incomplete=False)
+        datamodule = instantiate(cfg.data, dir=data_dir, columns=columns, drop_incomplete=False)
         datamodule.setup()
         x, y, mask = getattr(datamodule, f"{rows}_set")[:]
-        return x.cpu(), np.where(mask.cpu().numpy() > 0, y.cpu().numpy() * HALF + HALF, np.nan)
-    frame, images = read_csv(Path(csv), cfg.paths.cache_dir)
-    absent = [c for c in COLUMNS if c not in frame.columns]
+        return x.cpu(), np.where(mask.cpu().numpy() > 0, y.cpu().numpy() * (size / 2) + size / 2, np.nan)
+    frame, images = read_csv(Path(csv), cfg.paths.cache_dir, size)
+    absent = [c for c in columns if c not in frame.columns]
     if absent:
-        raise DataError(f"{csv}: no column {absent[0]!r}; expected Kaggle's training.csv columns")
-    return to_tensors(images), frame[list(COLUMNS)].to_numpy(np.float64)
+        raise DataError(f"{csv}: no column {absent[0]!r}; expected the keypoint set {keypoint_set.name}'s columns")
+    return to_tensors(images), frame[columns].to_numpy(np.float64)
 
 
 def evaluate(model: trained.Assembled, runs: list[trained.Run], csv: str | Path | None = None,
@@ -125,10 +130,11 @@ def evaluate(model: trained.Assembled, runs: list[trained.Run], csv: str | Path 
     error = (predict_columns(model, runs, x) - truth) ** 2
     labelled = ~np.isnan(truth)
     if (labelled & np.isnan(error)).any():
-        name = COLUMNS[(labelled & np.isnan(error)).any(axis=0).argmax()]
+        name = model.keypoint_set.columns[(labelled & np.isnan(error)).any(axis=0).argmax()]
         raise DataError(f"{csv or 'validation rows'}: {name} is labelled but no run predicts it")
     rows = []
-    for name, cols in [(k, [COLUMNS.index(f"{k}_x"), COLUMNS.index(f"{k}_y")]) for k in KEYPOINTS] + [("overall", slice(None))]:
+    keypoints = [(k, [2 * i, 2 * i + 1]) for i, k in enumerate(model.keypoint_set.names)]
+    for name, cols in keypoints + [("overall", slice(None))]:
         e = error[:, cols][labelled[:, cols]]
         rows.append({"keypoint": name, "values": len(e), "rmse_px": float(np.sqrt(e.mean())) if len(e) else np.nan})
     return pd.DataFrame(rows).set_index("keypoint")

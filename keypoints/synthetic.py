@@ -14,10 +14,12 @@ from pathlib import Path
 
 import numpy as np
 
-from keypoints.columns import ALWAYS_LABELLED, COLUMNS, IMAGE_SIZE as N, KEYPOINTS
+from keypoints.keypointset import columns
 
+N = 96  # px: Kaggle's faces are 96x96
 # The template face: (x, y, depth towards the camera) in pixels, at Kaggle's average positions.
-# The first 15 points are the labelled KEYPOINTS; the rest are helpers that shape the drawing.
+# The first 15 points are the labelled KEYPOINTS, Kaggle's in its order (the kaggle15 keypoint
+# set's names); the rest are helpers that shape the drawing.
 _TEMPLATE = {
     "left_eye_center": (66, 37, 6), "right_eye_center": (30, 37, 6),
     "left_eye_inner_corner": (59, 37, 5), "left_eye_outer_corner": (73, 38, 0),
@@ -36,7 +38,10 @@ _TEMPLATE = {
     "left_nose_wing": (55, 59, 14), "right_nose_wing": (41, 59, 14),
     "mouth_gap_top": (48, 75, 10), "mouth_gap_bottom": (48, 76.5, 10),
 }
-assert tuple(_TEMPLATE)[:len(KEYPOINTS)] == KEYPOINTS
+KEYPOINTS = tuple(_TEMPLATE)[:15]
+COLUMNS = columns(KEYPOINTS)
+# The keypoints every Kaggle training row has; the other 11 are missing in ~70% of rows.
+ALWAYS_LABELLED = ("left_eye_center", "right_eye_center", "nose_tip", "mouth_center_bottom_lip")
 _INDEX = {name: i for i, name in enumerate(_TEMPLATE)}
 _FOCAL = 150.0  # perspective: the far side of a turned face looks compressed
 _AXIS = np.arange(N, dtype=np.float32)

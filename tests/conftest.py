@@ -5,8 +5,11 @@ from pathlib import Path
 
 import pytest
 
+from keypoints import keypointset
+
 ROOT = Path(__file__).resolve().parents[1]
 REALFACES = ROOT.parent / "shared" / "data" / "realfaces"
+KAGGLE15 = keypointset.load("kaggle15")  # the default keypoint set: Kaggle's 15, in its order
 
 
 @pytest.fixture(scope="session")
@@ -58,7 +61,7 @@ def make_run(directory, data_dir, specialist="all", seed=0, bias=None, net_overr
     cfg = compose("data=kaggle", f"data.dir={data_dir}", f"specialist={specialist}", f"paths.output_dir={directory}",
                   f"paths.cache_dir={directory.parent}/cache", *net_overrides)
     torch.manual_seed(seed)
-    net = instantiate(cfg.net, n_outputs=len(cfg.specialist.columns))
+    net = instantiate(cfg.net, n_outputs=len(keypointset.specialist(cfg).columns))
     if bias is not None:
         with torch.no_grad():
             net.get_submodule(output_layer(net)).bias.fill_(bias)

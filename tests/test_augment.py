@@ -2,8 +2,7 @@ import torch
 
 import pytest
 
-from keypoints.augment import Affine, BrightnessContrast, Flip, mirror_targets, unmirror_predictions
-from keypoints.data import DataError
+from keypoints.augment import Affine, BrightnessContrast, Flip, mirror_offsets, mirror_targets, unmirror_predictions
 
 PAIRS = [[0, 2], [1, 3]]  # the eyes specialist: left x, left y, right x, right y
 
@@ -41,21 +40,19 @@ def test_flip_mirrors_about_half_the_batch_and_keeps_the_rest():
 EYES = ["left_eye_center_x", "left_eye_center_y", "right_eye_center_x", "right_eye_center_y"]
 
 
-def test_mirror_offsets_move_the_mirrored_labels_and_tta_takes_them_off():
+@pytest.mark.parametrize("size", [96, 128])
+def test_mirror_offsets_move_the_mirrored_labels_and_tta_takes_them_off(size):
     x, y, mask = batch()
-    flip = Flip(PAIRS, p=0.5, columns=EYES, offsets={"left_eye_center_x": 2.4, "right_eye_center_y": -0.48})
+    x = torch.nn.functional.interpolate(x, size=size)  # faces of `size` pixels: offsets are in its pixels
+    offsets = {"left_eye_center_x": 2.4, "right_eye_center_y": -0.48}
+    flip = Flip(PAIRS, p=0.5, columns=EYES, offsets=offsets)
     _, fy, _ = flip.mirror(x, y, mask)
     exact = Flip(PAIRS, p=0.5).mirror(x, y, mask)[1]
-    assert torch.allclose(fy - exact, torch.tensor([0.05, 0.0, 0.0, -0.01]).expand_as(fy))  # pixels / 48
+    assert torch.allclose(fy - exact, torch.tensor([2.4, 0.0, 0.0, -0.48]).expand_as(fy) / (size / 2))
     # Flip TTA mirrors a prediction for the mirrored face back: the offsets come off before the mirror.
-    assert torch.allclose(unmirror_predictions(fy, flip.flip_indices, flip.offset), y)
+    assert torch.allclose(unmirror_predictions(fy, flip.flip_indices, mirror_offsets(offsets, EYES, size)), y)
     assert torch.equal(unmirror_predictions(exact, flip.flip_indices), y)
     assert torch.equal(mirror_targets(y, flip.flip_indices), exact)
-
-
-def test_a_mirror_offset_for_an_unknown_column_is_named():
-    with pytest.raises(DataError, match="mirror.offsets: 'nose_x' is not one of Kaggle's keypoint columns"):
-        Flip(PAIRS, p=0.5, columns=EYES, offsets={"nose_x": 1.0})
 
 
 def test_no_pairs_only_negates_x():
@@ -110,6 +107,13 @@ def test_keypoints_that_leave_the_image_become_missing():
     _, moved, mask = affine.apply(torch.zeros(1, 1, 96, 96), y, torch.ones(1, 4), a, b)
     assert mask.tolist() == [[0, 0, 1, 1]] and moved[0, :2].tolist() == [0, 0]
     assert torch.allclose(moved[0, 2:] * 48 + 48, torch.tensor([60.0, 50.0]))
+
+
+@pytest.mark.parametrize("size", [96, 128])
+def test_affine_shifts_are_in_the_faces_own_pixels(size):
+    torch.manual_seed(0)
+    _, b = Affine(shift=4, degrees=0, scale=0).matrices(2000, size, "cpu", torch.float32)
+    assert 3.9 < float(b.abs().max()) * size / 2 <= 4.0
 
 
 def test_missing_keypoints_stay_missing_under_affine():

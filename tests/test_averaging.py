@@ -7,7 +7,7 @@ import torch
 from hydra.utils import instantiate
 
 from conftest import TINY, compose
-from keypoints import runs as trained
+from keypoints import keypointset, runs as trained
 from keypoints.fit import build, fit
 from keypoints.module import masked_mse
 from keypoints.runs import net_weights, read_checkpoint
@@ -29,7 +29,7 @@ def test_the_average_is_validated_restored_and_saved(tiny_data, tmp_path):
 
     # The run's validation RMSE is the loaded run's (the averaged weights') on the validation rows...
     model, _ = trained.load([out])
-    datamodule = instantiate(cfg.data, columns=list(cfg.specialist.columns))
+    datamodule = instantiate(cfg.data, columns=keypointset.specialist(cfg).columns)
     datamodule.setup()
     x, y, mask = datamodule.valid_set[:]
     # Recomputed in the run's own precision (bf16-mixed on CPUs with native bf16), as validation ran.

@@ -2,10 +2,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from conftest import ROOT, compose
-from keypoints.columns import COLUMNS
+from conftest import KAGGLE15, ROOT, compose
+from keypoints import keypointset, synthetic
 from keypoints.fit import build
 
 EXPERIMENTS = sorted(p.stem for p in (ROOT / "conf" / "experiment").glob("*.yaml"))
@@ -13,16 +14,18 @@ OPTIONS = [f"{group}={p.stem}" for group in ("net", "loss", "augment", "mirror",
            for p in sorted((ROOT / "conf" / group).glob("*.yaml"))]
 
 
-def test_all_specialist_lists_the_kaggle_columns():
-    assert tuple(compose().specialist.columns) == COLUMNS
+def test_the_default_set_is_kaggle15_whose_all_specialist_reads_kaggles_columns_in_order():
+    cfg = compose()
+    assert cfg.keypoints.name == "kaggle15" and cfg.specialist == "all"
+    assert keypointset.specialist(cfg).columns == KAGGLE15.columns == synthetic.COLUMNS  # training.csv's 30
 
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
 def test_every_experiment_composes_and_builds(experiment, tmp_path):
     cfg = compose(f"experiment={experiment}", f"paths.output_dir={tmp_path}", "data.dir=unused")
     datamodule, module, trainer = build(cfg)
-    out = module(torch.zeros(2, 1, 96, 96))
-    assert out.shape == (2, len(cfg.specialist.columns))
+    out = module(torch.zeros(2, 1, cfg.data.size, cfg.data.size))
+    assert out.shape == (2, len(keypointset.specialist(cfg).columns))
     assert trainer.max_epochs == cfg.trainer.max_epochs
 
 
@@ -34,9 +37,15 @@ def test_every_option_composes_with_fast_and_builds(option, tmp_path):
     assert next(chosen) == next(chosen)  # the option, not the preset's choice, is what runs
     _, module, _ = build(cfg)
     module.train()
-    x, y = torch.zeros(2, 1, 96, 96), torch.zeros(2, len(cfg.specialist.columns))
+    x, y = torch.zeros(2, 1, cfg.data.size, cfg.data.size), torch.zeros(2, len(keypointset.specialist(cfg).columns))
     loss = module.training_step((x, y, torch.ones_like(y)), 0)
     assert loss.ndim == 0 and torch.isfinite(loss)
+
+
+@pytest.mark.parametrize("net", sorted(p.stem for p in (ROOT / "conf" / "net").glob("*.yaml")))
+def test_every_net_takes_the_faces_size_from_data_size(net):
+    cfg = compose(f"net={net}", "data.size=128")
+    assert instantiate(cfg.net, n_outputs=30)(torch.zeros(2, 1, 128, 128)).shape == (2, 30)
 
 
 def test_tutorial_steps():

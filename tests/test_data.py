@@ -2,10 +2,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from keypoints.columns import COLUMNS
+from conftest import KAGGLE15
 from keypoints.data import DataError, KeypointsDataModule, find_file, parse_pixels, read_csv, select
 
-KW = dict(batch_size=4, valid_fraction=0.25, split_seed=0, cache_dir=None, generate=None, groups=None,
+COLUMNS = KAGGLE15.columns
+
+KW = dict(size=96, batch_size=4, valid_fraction=0.25, split_seed=0, cache_dir=None, generate=None, groups=None,
           exclude_groups=None)
 
 
@@ -20,31 +22,31 @@ def test_parse_pixels_matches_the_tutorials_parser():
     rng = np.random.default_rng(1)
     images = pd.Series([" ".join(map(str, rng.integers(0, 256, 9216))) for _ in range(5)])
     expected = np.vstack([np.fromstring(s, sep=" ") for s in images]).reshape(-1, 96, 96)
-    got = parse_pixels(images, "x.csv")
+    got = parse_pixels(images, "x.csv", 96)
     assert got.dtype == np.uint8 and got.shape == (5, 96, 96)
     np.testing.assert_array_equal(got, expected)
 
 
 @pytest.mark.parametrize("bad, message", [
-    ("1 2 3", "line 3: Image has 3 pixels, expected 9216"),
+    ("1 2 3", r"line 3: Image has 3 pixels, expected 9216 \(96x96: data.size\)"),
     (" ".join(["7"] * 9215 + ["x1"]), "line 3: pixel 'x1' is not an integer 0-255"),
     (" ".join(["7"] * 9215 + ["256"]), "line 3: pixel 256 is not an integer 0-255"),
 ])
 def test_parse_pixels_names_the_bad_line(bad, message):
     images = pd.Series([" ".join(["1"] * 9216), bad])
     with pytest.raises(DataError, match=message):
-        parse_pixels(images, "training.csv")
+        parse_pixels(images, "training.csv", 96)
 
 
 def test_loader_selects_columns_drops_incomplete_rows_and_scales(tmp_path):
     full = {c: 48.0 for c in COLUMNS} | {"left_eye_center_x": 72.0, "left_eye_center_y": 24.0}
     eyes_only = {"left_eye_center_x": 96.0, "left_eye_center_y": 0.0, "right_eye_center_x": 30.0, "right_eye_center_y": 40.0}
     write_training(tmp_path / "training.csv", [full, eyes_only] * 4)
-    frame, images = read_csv(tmp_path / "training.csv", None)
+    frame, images = read_csv(tmp_path / "training.csv", None, 96)
     assert images.shape == (8, 96, 96) and list(frame.columns) == list(COLUMNS)
-    assert list(select(frame, list(COLUMNS), tmp_path, drop_incomplete=True)) == [0, 2, 4, 6]
-    assert len(select(frame, ["nose_tip_x"], tmp_path, drop_incomplete=False)) == 4
-    assert len(select(frame, ["left_eye_center_x", "nose_tip_x"], tmp_path, drop_incomplete=False)) == 8
+    assert list(select(frame, list(COLUMNS), tmp_path, drop_incomplete=True, size=96)) == [0, 2, 4, 6]
+    assert len(select(frame, ["nose_tip_x"], tmp_path, drop_incomplete=False, size=96)) == 4
+    assert len(select(frame, ["left_eye_center_x", "nose_tip_x"], tmp_path, drop_incomplete=False, size=96)) == 8
 
     dm = KeypointsDataModule(str(tmp_path), ["left_eye_center_x", "left_eye_center_y", "nose_tip_x"],
                              drop_incomplete=False, **KW)
@@ -58,6 +60,14 @@ def test_loader_selects_columns_drops_incomplete_rows_and_scales(tmp_path):
             assert target == [0.5, -0.5, 0.0]
         else:
             assert target[:2] == [1.0, -1.0] and present == [1, 1, 0]
+
+
+def test_faces_of_another_size_than_data_size_are_refused_even_from_the_cache(tmp_path):
+    write_training(tmp_path / "training.csv", [{c: 40.0 for c in COLUMNS}] * 10)
+    KeypointsDataModule(str(tmp_path), list(COLUMNS), drop_incomplete=True, **{**KW, "cache_dir": tmp_path}).setup()
+    dm = KeypointsDataModule(str(tmp_path), list(COLUMNS), drop_incomplete=True, **{**KW, "cache_dir": tmp_path, "size": 128})
+    with pytest.raises(DataError, match=r"training.csv: line 2: Image has 9216 pixels, expected 16384 \(128x128: data.size\)"):
+        dm.setup()
 
 
 def test_batches_are_slices(tmp_path):
@@ -91,14 +101,14 @@ def test_missing_file_names_it_and_kaggle(tmp_path):
 def test_compressed_files_are_found(tmp_path):
     write_training(tmp_path / "training.csv.gz", [{c: 40.0 for c in COLUMNS}] * 2)
     assert find_file(tmp_path, "training.csv").name == "training.csv.gz"
-    assert read_csv(find_file(tmp_path, "training.csv"), None)[1].shape == (2, 96, 96)
+    assert read_csv(find_file(tmp_path, "training.csv"), None, 96)[1].shape == (2, 96, 96)
 
 
 def test_realfaces_load(realfaces, tmp_path):
-    frame, images = read_csv(find_file(realfaces, "training.csv"), tmp_path)
+    frame, images = read_csv(find_file(realfaces, "training.csv"), tmp_path, 96)
     assert images.shape == (2849, 96, 96) and list(frame.columns) == list(COLUMNS)
-    assert len(select(frame, list(COLUMNS), realfaces, drop_incomplete=True)) == 824
-    test, test_images = read_csv(find_file(realfaces, "test.csv"), tmp_path)
+    assert len(select(frame, list(COLUMNS), realfaces, drop_incomplete=True, size=96)) == 824
+    test, test_images = read_csv(find_file(realfaces, "test.csv"), tmp_path, 96)
     assert list(test.columns) == ["ImageId"] and test_images.shape == (682, 96, 96)
 
 
@@ -171,7 +181,7 @@ def test_realfaces_person_split_shares_no_person(realfaces, tmp_path):
     dm = KeypointsDataModule(str(realfaces), list(COLUMNS), drop_incomplete=False,
                              **{**KW, "valid_fraction": 0.2, "cache_dir": tmp_path, "groups": str(realfaces / "training_people.csv")})
     dm.setup()
-    frame, images = read_csv(find_file(realfaces, "training.csv"), tmp_path)
+    frame, images = read_csv(find_file(realfaces, "training.csv"), tmp_path, 96)
     # Rows by their images: which people each side holds.
     index = {img.tobytes(): row for row, img in enumerate(images)}
     side = lambda s: {people.person[index[(x[0].numpy() * 255).round().astype(np.uint8).tobytes()]] for x in s[:][0]}

@@ -7,6 +7,7 @@ import torch
 from hydra.utils import instantiate
 
 from conftest import compose, run_train
+from keypoints import keypointset
 from keypoints.module import masked_mse
 
 pytestmark = pytest.mark.slow
@@ -23,9 +24,9 @@ def test_ddp_shards_batches_between_ranks_and_syncs_metrics(tiny_data, tmp_path)
     assert ckpt["global_step"] == 2 * math.ceil(metrics["n_train"] / 2 / 8)
     # The reported RMSE is over the whole validation set, not one rank's half.
     cfg = compose(*overrides, f"paths.cache_dir={tmp_path}/outputs/cache")
-    dm = instantiate(cfg.data, columns=list(cfg.specialist.columns))
+    dm = instantiate(cfg.data, columns=keypointset.specialist(cfg).columns)
     dm.setup()
-    net = instantiate(cfg.net, n_outputs=len(cfg.specialist.columns))
+    net = instantiate(cfg.net, n_outputs=len(keypointset.specialist(cfg).columns))
     best = torch.load(run / "checkpoints" / "best.ckpt", weights_only=False)["state_dict"]
     net.load_state_dict({k.removeprefix("net."): v for k, v in best.items()})
     x, y, mask = dm.valid_set[:]

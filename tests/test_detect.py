@@ -14,8 +14,10 @@ from PIL import Image
 
 from conftest import ROOT, make_run
 from keypoints import detect, export, images
-from keypoints.columns import COLUMNS
+from conftest import KAGGLE15
 from keypoints.errors import DataError
+
+COLUMNS = KAGGLE15.columns
 
 PHOTOS = ROOT.parent / "shared" / "data" / "photos"
 PHOTO = "Martin_Sheen_01.jpg"  # one labelled face, 282x329

@@ -7,10 +7,12 @@ import sys
 import pytest
 
 from conftest import ROOT
-from keypoints.columns import COLUMNS
+from conftest import KAGGLE15
 from keypoints.data import DataError, KeypointsDataModule, read_csv, select
 
-KW = dict(batch_size=4, valid_fraction=0.25, split_seed=0, cache_dir=None, generate=None, groups=None,
+COLUMNS = KAGGLE15.columns
+
+KW = dict(size=96, batch_size=4, valid_fraction=0.25, split_seed=0, cache_dir=None, generate=None, groups=None,
           exclude_groups=None)
 PIXELS = " ".join(["7"] * 9216)
 
@@ -62,8 +64,8 @@ def test_columns_that_leave_no_rows_are_named(tmp_path):
     (tmp_path / "training.csv").write_text(csv_text(rows))
     with pytest.raises(DataError, match=r"no row has all of the columns \['left_eye_center_x', .*'nose_tip_y'"):
         load(tmp_path)
-    frame, _ = read_csv(tmp_path / "training.csv", None)
-    assert list(select(frame, ["nose_tip_x", "nose_tip_y"], tmp_path, drop_incomplete=True)) == [6, 7]
+    frame, _ = read_csv(tmp_path / "training.csv", None, 96)
+    assert list(select(frame, ["nose_tip_x", "nose_tip_y"], tmp_path, drop_incomplete=True, size=96)) == [6, 7]
 
 
 def train_py(cwd, *args, env=None):
@@ -72,18 +74,26 @@ def train_py(cwd, *args, env=None):
 
 
 def test_unknown_group_option_lists_the_choices_and_fails(tmp_path):
-    proc = train_py(tmp_path, "specialist=eyez")
+    proc = train_py(tmp_path, "keypoints=kaggle16")
     assert proc.returncode != 0
-    assert "Could not find 'specialist/eyez'" in proc.stderr and "\teyes\n" in proc.stderr
+    assert "Could not find 'keypoints/kaggle16'" in proc.stderr and "\tkaggle15\n" in proc.stderr
+    assert "Traceback" not in proc.stderr and not (tmp_path / "outputs").exists()
+
+
+def test_unknown_specialist_lists_the_sets_and_fails_before_making_a_directory(tmp_path):
+    proc = train_py(tmp_path, "specialist=eyez")
+    assert proc.returncode == 1
+    assert ("error: specialist=eyez: not a specialist of the keypoint set kaggle15 (conf/keypoints/kaggle15.yaml); "
+            "it has all, eyes, nose, mouth, mouth_bottom, eye_corners, eyebrows") in proc.stderr.splitlines()
     assert "Traceback" not in proc.stderr and not (tmp_path / "outputs").exists()
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("args, message", [
     (["data=kaggle"], "error: Missing mandatory value: data.dir"),
-    (["data=kaggle", "data.dir=DIR"], "error: DIR/training.csv: line 2: Image has 3 pixels, expected 9216"),
-    (["data=kaggle", "data.dir=DIR", "augment=[flip]", "+mirror.offsets.nose_x=1.0"],  # rejected as the flip is built
-     "error: mirror.offsets: 'nose_x' is not one of Kaggle's keypoint columns (conf/mirror)"),
+    (["data=kaggle", "data.dir=DIR"], "error: DIR/training.csv: line 2: Image has 3 pixels, expected 9216 (96x96: data.size)"),
+    (["data=kaggle", "data.dir=DIR", "augment=[flip]", "+mirror.offsets.nose_x=1.0"],  # rejected as the run is built
+     "error: mirror.offsets: 'nose_x' is not one of the keypoint set kaggle15's columns (conf/mirror)"),
 ])
 def test_user_mistake_is_one_line_without_traceback(tmp_path, args, message):
     (tmp_path / "training.csv").write_text(csv_text([full(Image="1 2 3")] * 4))

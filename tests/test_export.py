@@ -3,7 +3,7 @@ import numpy as np
 import onnx
 import pytest
 
-from conftest import TINY_HEATMAP, make_run
+from conftest import KAGGLE15, TINY_HEATMAP, make_run
 from keypoints import export, inference, runs as trained
 from keypoints.errors import DataError
 
@@ -34,6 +34,8 @@ def test_a_sweep_exports_as_one_model_that_matches_torch(sweep, exported, flip):
     meta = {p.key: p.value for p in onnx.load(str(path)).metadata_props}
     assembled, _ = trained.load([sweep])
     assert meta["kfkd_columns"].split(",") == assembled.columns and meta["kfkd_tta"] == ("flip" if flip else "none")
+    assert meta["kfkd_keypoints"].split(",") == KAGGLE15.names and meta["kfkd_keypoint_set"] == "kaggle15"
+    assert (onnx_model.keypoints, onnx_model.size) == (KAGGLE15.names, 96)
 
 
 def test_onnxruntime_matches_torch_on_real_faces(realfaces, tmp_path):

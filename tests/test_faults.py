@@ -249,17 +249,17 @@ def test_cache_is_rebuilt_when_the_source_changes_or_the_cache_is_damaged(tmp_pa
     rows = [("40.0", " ".join(["7"] * 9216)), ("50.0", " ".join(["9"] * 9216))]
     source.write_text("nose_tip_x,Image\n" + "".join(f"{x},{img}\n" for x, img in rows))
     cache = tmp_path / "cache"
-    frame, _ = read_csv(source, cache)
+    frame, _ = read_csv(source, cache, 96)
     assert list(frame["nose_tip_x"]) == [40.0, 50.0]
 
     source.write_text(source.read_text().replace("50.0,", "60.0,"))
-    frame, images = read_csv(source, cache)
+    frame, images = read_csv(source, cache, 96)
     assert list(frame["nose_tip_x"]) == [40.0, 60.0]
     current = max(cache.glob("*.npz"), key=os.path.getmtime)
     intact = current.read_bytes()
     for damaged in (intact[:len(intact) // 2], b"\x00" * 100, b"PK\x03\x04 not really a zip"):
         current.write_bytes(damaged)
-        frame, again = read_csv(source, cache)
+        frame, again = read_csv(source, cache, 96)
         assert list(frame["nose_tip_x"]) == [40.0, 60.0]
         np.testing.assert_array_equal(again, images)
         assert current.read_bytes() != damaged  # rewritten, not left to fail again

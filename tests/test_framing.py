@@ -7,7 +7,9 @@ import pytest
 from omegaconf import OmegaConf
 
 from keypoints import detect, framing
-from keypoints.columns import COLUMNS, KEYPOINTS
+from conftest import KAGGLE15
+
+COLUMNS, KEYPOINTS = KAGGLE15.columns, KAGGLE15.names
 
 # A face of 15 discs, one grey level each, at these 96x96 positions: the eyes and the bottom lip where
 # conf/framing.yaml's canonical anchors are, the others spread out so that no two discs touch.
@@ -20,13 +22,15 @@ RADIUS = 5  # crop pixels
 
 
 class DiscFinder:
-    """A stand-in for a trained net: each keypoint is the darkness-weighted centroid of its disc in the crop,
-    the disc told from the others by its grey level."""
-    columns = list(COLUMNS)
-    flip = False
+    """A stand-in for a trained net of faces of `size` pixels: each keypoint is the darkness-weighted
+    centroid of its disc in the crop, the disc told from the others by its grey level."""
+    columns, keypoints, flip = COLUMNS, KEYPOINTS, False
+
+    def __init__(self, size=96):
+        self.size = size
 
     def __call__(self, faces):
-        out = np.full((len(faces), len(COLUMNS)), 48.0)
+        out = np.full((len(faces), len(COLUMNS)), self.size / 2)
         for n, face in enumerate(faces[:, 0] * 255):
             for k, level in enumerate(LEVELS):
                 level_set = (np.abs(face - level) < 0.5).astype(np.uint8)
@@ -44,7 +48,7 @@ def photo_of(frame: framing.Frame, shape=(300, 400), supersample=4) -> np.ndarra
     """A white photo with the face's discs drawn, anti-aliased, where `frame` puts them."""
     photo = np.full(shape, 255.0)
     radius = RADIUS * frame.size / 96
-    for (x, y), level in zip(frame.to_photo(FACE), LEVELS):
+    for (x, y), level in zip(frame.to_photo(FACE * frame.pixels / 96), LEVELS):
         top, left = int(y - radius - 2), int(x - radius - 2)
         side = (2 * int(radius) + 5) * supersample
         ys, xs = (np.mgrid[:side, :side] + 0.5) / supersample
@@ -55,12 +59,13 @@ def photo_of(frame: framing.Frame, shape=(300, 400), supersample=4) -> np.ndarra
     return np.rint(photo).astype(np.uint8)
 
 
-@pytest.mark.parametrize("cx, cy, size, angle", [(210.3, 160.7, 211.0, 0.3), (150.0, 120.0, 120.0, -0.2),
-                                                  (200.5, 150.2, 96.0, 0.0)])
-def test_a_face_placed_at_a_known_scale_rotation_and_offset_comes_back_in_photo_pixels(cx, cy, size, angle):
+@pytest.mark.parametrize("cx, cy, size, angle, pixels", [(210.3, 160.7, 211.0, 0.3, 96), (150.0, 120.0, 120.0, -0.2, 96),
+                                                          (200.5, 150.2, 96.0, 0.0, 96), (210.3, 160.7, 211.0, 0.3, 128)])
+def test_a_face_placed_at_a_known_scale_rotation_and_offset_comes_back_in_photo_pixels(cx, cy, size, angle, pixels):
+    """Also for a model of 128 px faces: its frames are 128 px crops, its anchors' places scaled."""
     cfg = OmegaConf.merge(detect.settings(), {"refine": 1, "rotate": True})
-    detector = detect.Detector(DiscFinder(), cfg=cfg)
-    truth = framing.Frame(cx, cy, size, angle)
+    detector = detect.Detector(DiscFinder(pixels), cfg=cfg)
+    truth = framing.Frame(cx, cy, size, pixels, angle)
     # The finder's box for this face: the box whose map gives the upright frame of the same centre and size.
     m = cfg.box_to_frame
     side = size / m.size
@@ -69,18 +74,18 @@ def test_a_face_placed_at_a_known_scale_rotation_and_offset_comes_back_in_photo_
     found, passes = detector.find(photo_of(truth))
     (face,) = found.faces
     np.testing.assert_allclose(face.box, box)
-    np.testing.assert_allclose(face.keypoints, truth.to_photo(FACE), atol=0.1 * size / 96)
+    np.testing.assert_allclose(face.keypoints, truth.to_photo(FACE * pixels / 96), atol=0.1 * size / 96)
     assert len(passes) == 2
 
 
 def test_frames_from_points_undo_scale_shift_and_roll():
-    frame = framing.Frame(100.0, 50.0, 200.0, 0.3)
+    frame = framing.Frame(100.0, 50.0, 200.0, 96, 0.3)
     points = np.random.default_rng(0).uniform(0, 96, (5, 2))
     np.testing.assert_allclose(frame.to_crop(frame.to_photo(points)), points)
-    again = framing.from_points(frame.to_photo(points), points, rotate=True)
+    again = framing.from_points(frame.to_photo(points), points, True, 96)
     assert again.cx == pytest.approx(100) and again.cy == pytest.approx(50)
     assert again.size == pytest.approx(200) and again.angle == pytest.approx(0.3)
-    upright = framing.from_points(frame.to_photo(points), points, rotate=False)
+    upright = framing.from_points(frame.to_photo(points), points, False, 96)
     assert upright.angle == 0 and math.isfinite(upright.size)
 
 
@@ -89,7 +94,7 @@ def test_a_crop_is_resampled_as_the_training_faces_were_made():
     from PIL import Image
 
     photo = np.random.default_rng(1).integers(0, 256, (60, 80), np.uint8)
-    frame = framing.Frame(70.0, 20.0, 48.0)  # leaves the photo on the right and at the top
+    frame = framing.Frame(70.0, 20.0, 48.0, 96)  # leaves the photo on the right and at the top
     padded = Image.fromarray(np.pad(photo, 40, mode="edge"))
     x0, y0 = 70 - 24 + 40, 20 - 24 + 40
     expected = np.asarray(padded.transform((96, 96), Image.Transform.EXTENT, (x0, y0, x0 + 48, y0 + 48),
@@ -99,7 +104,7 @@ def test_a_crop_is_resampled_as_the_training_faces_were_made():
 
 def test_a_big_face_is_box_filtered_before_resampling():
     photo = np.random.default_rng(2).integers(0, 256, (2000, 2000), np.uint8)
-    crop = framing.Frame(1000.0, 1000.0, 1900.0).crop(photo, max_step=4)
+    crop = framing.Frame(1000.0, 1000.0, 1900.0, 96).crop(photo, max_step=4)
     assert crop.shape == (96, 96) and crop.std() < photo.std() / 3  # noise averaged, not sampled
 
 
@@ -117,7 +122,7 @@ def test_the_shared_photos_give_back_realfaces_own_96x96_faces(realfaces):
         photo_points = label[list(COLUMNS)].to_numpy(float).reshape(-1, 2)
         face_points = row[list(COLUMNS)].to_numpy(float).reshape(-1, 2)
         known = ~np.isnan(face_points[:, 0])
-        frame = framing.from_points(photo_points[known], face_points[known], rotate=False)
+        frame = framing.from_points(photo_points[known], face_points[known], False, 96)
         crop = frame.crop(images.grey(images.read(photos / label["file"])), max_step=4)
         face = np.array(row["Image"].split(), int).reshape(96, 96)
         assert np.abs(crop.astype(int) - face).max() <= 1, label["file"]
@@ -135,4 +140,4 @@ def test_a_face_set_into_a_photo_keeps_its_points_where_in_photo_says():
     ys, xs = np.indices(photo.shape)
     centroid = ((xs + 0.5) * darkness).sum() / darkness.sum(), ((ys + 0.5) * darkness).sum() / darkness.sum()
     assert photo.shape == (576, 576)
-    np.testing.assert_allclose(centroid, in_photo(np.array([41.0, 31.0])), atol=0.05)
+    np.testing.assert_allclose(centroid, in_photo(np.array([41.0, 31.0]), 96), atol=0.05)

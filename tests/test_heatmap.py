@@ -2,9 +2,11 @@
 import numpy as np
 import pytest
 import torch
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
 
 from conftest import TINY_HEATMAP, compose, make_run
-from keypoints import runs as trained
+from keypoints import keypointset, runs as trained
 from keypoints.heatmap import soft_argmax
 
 
@@ -39,6 +41,12 @@ def test_a_mirrored_heatmap_gives_the_mirrored_position():
     torch.testing.assert_close(mirrored[:, 1::2], out[:, 1::2], atol=1e-6, rtol=0)
 
 
+def test_a_face_size_that_the_heatmap_cells_do_not_tile_is_refused():
+    with pytest.raises(InstantiationException, match="a heatmap's cells must tile the face: data.size=98 is not a multiple of "
+                                         "the stem's stride 4"):
+        instantiate(compose("net=heatmap", "data.size=98").net, n_outputs=30)
+
+
 def test_flip_tta_of_a_heatmap_net_gives_mirrored_predictions_for_mirrored_faces(tiny_data, tmp_path):
     run = make_run(tmp_path / "run", tiny_data, net_overrides=TINY_HEATMAP)
     flipped, _ = trained.load([run], flip=True)
@@ -46,7 +54,7 @@ def test_flip_tta_of_a_heatmap_net_gives_mirrored_predictions_for_mirrored_faces
     x = torch.rand(4, 1, 96, 96)
     a, twin = flipped.predict(x, 4), flipped.predict(x.flip(-1), 4)
     twin[:, 0::2] = 96 - twin[:, 0::2]
-    for i, j in compose("specialist=all").specialist.flip_indices:
+    for i, j in keypointset.load("kaggle15").specialist("all").flip_indices:
         twin[:, [i, j]] = twin[:, [j, i]]
     np.testing.assert_allclose(a, twin, atol=1e-3)
     assert not np.allclose(a, plain.predict(x, 4), atol=1e-3)  # the flip changed the prediction

@@ -4,10 +4,12 @@ import torch
 from omegaconf import OmegaConf
 from torch import nn
 
-from conftest import TINY, compose, make_run
+from conftest import KAGGLE15, TINY, compose, make_run
 from keypoints import mirror, runs as trained
-from keypoints.columns import COLUMNS
 from keypoints.submit import labelled_faces, predict_columns
+
+COLUMNS = KAGGLE15.columns
+FLIPS = KAGGLE15.specialist("all").flip_indices
 
 
 EYES = ["left_eye_center_x", "left_eye_center_y", "right_eye_center_x", "right_eye_center_y"]
@@ -21,11 +23,11 @@ def test_offsets_are_where_the_mirrored_face_has_its_keypoints_against_the_mirro
     # (96 - 40, 30); face 1's right eye at (96 - 44, 31).
     predicted = np.array([[37.0, 32.5, 56.0, 29.0],
                           [99.0, 99.0, 53.0, 30.0]])
-    found = mirror.offsets(predicted, labels, EYES, PAIRS)
+    found = mirror.offsets(predicted, labels, EYES, PAIRS, 96)
     assert found == pytest.approx({"left_eye_center_x": 1.0, "left_eye_center_y": 0.5,  # face 0 alone
                                    "right_eye_center_x": 0.5, "right_eye_center_y": -1.0})  # (0 + 1) / 2, (-1 - 1) / 2
     labels[:, 0] = np.nan  # no face with a left eye: the mirrored right eye is left out
-    assert "right_eye_center_x" not in mirror.offsets(predicted, labels, EYES, PAIRS)
+    assert "right_eye_center_x" not in mirror.offsets(predicted, labels, EYES, PAIRS, 96)
 
 
 class Constant(nn.Module):
@@ -38,10 +40,8 @@ class Constant(nn.Module):
 
 
 def test_flip_tta_takes_a_runs_mirror_offsets_off():
-    cfg = compose()
     value = torch.linspace(-0.5, 0.5, len(COLUMNS))
-    assemble = lambda offsets: trained.Assembled([Constant(value)], [list(COLUMNS)], [list(cfg.specialist.flip_indices)],
-                                                 flip=True, mirror=[offsets])
+    assemble = lambda offsets: trained.Assembled([Constant(value)], [COLUMNS], [FLIPS], True, KAGGLE15, 96, [offsets])
     faces = torch.zeros(2, 1, 96, 96)
     moved = assemble({"left_eye_center_x": 2.0, "left_eye_center_y": 1.0})(faces) - assemble(None)(faces)
     # The mirrored face's left eye is the face's right eye: half of each offset, x mirrored, y not.
@@ -64,10 +64,9 @@ class Centroid(nn.Module):
 
 
 def test_a_net_that_goes_by_the_image_follows_a_shift_and_a_constant_does_not():
-    cfg = compose()
     i = torch.arange(96.0) + 0.5
     faces = torch.exp(-((i.view(1, -1) - 41) ** 2 + (i.view(-1, 1) - 50) ** 2) / 18).expand(3, 1, 96, 96)
-    assemble = lambda net: trained.Assembled([net], [list(COLUMNS)], [list(cfg.specialist.flip_indices)], flip=False)
+    assemble = lambda net: trained.Assembled([net], [COLUMNS], [FLIPS], False, KAGGLE15, 96)
     runs = [trained.Run(None, None, compose("data.batch_size=2"))]
     assert mirror.follows_shift(assemble(Centroid()), runs, faces, px=1.5) == pytest.approx(1.5, abs=0.01)
     assert mirror.follows_shift(assemble(Constant(torch.zeros(len(COLUMNS)))), runs, faces) == 0

@@ -53,11 +53,13 @@ def test_a_heatmap_specialist_starts_from_the_base_nets_weights(tiny_data, tmp_p
 
 
 def test_backbone_stage_sizes_and_errors():
-    backbone = Backbone(stem=[8, 16], channels=[16, 32, 64], blocks=[1, 1, 2])
+    backbone = Backbone(size=96, stem=[8, 16], channels=[16, 32, 64], blocks=[1, 1, 2])
     features = backbone(torch.zeros(2, 1, 96, 96))
     assert [f.shape[1:] for f in features] == [(16, 24, 24), (32, 12, 12), (64, 6, 6)]
     assert backbone.sizes == [24, 12, 6]
+    bigger = Backbone(size=128, stem=[8, 16], channels=[16, 32, 64], blocks=[1, 1, 2])
+    assert bigger.sizes == [f.shape[-1] for f in bigger(torch.zeros(1, 1, 128, 128))] == [32, 16, 8]
     with pytest.raises(ValueError, match=r"net.backbone: expected one block count >= 1 per stage"):
-        Backbone(stem=[8], channels=[16, 32], blocks=[1])
+        Backbone(size=96, stem=[8], channels=[16, 32], blocks=[1])
     with pytest.raises(ValueError, match="a heatmap net predicts x, y pairs; got 3 columns"):
         HeatmapNet(3, backbone, width=4)

@@ -3,23 +3,24 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import compose, make_run
+from conftest import KAGGLE15, make_run
 from keypoints import runs as trained
-from keypoints.columns import COLUMNS
 from keypoints.data import DataError
+
+COLUMNS = KAGGLE15.columns
 
 
 def test_find_takes_sweeps_runs_and_checkpoints(sweep, tmp_path):
-    assert sorted(r.cfg.specialist.name for r in trained.find([sweep])) == ["all", "eyes"]
+    assert sorted(r.cfg.specialist for r in trained.find([sweep])) == ["all", "eyes"]
     (run,) = trained.find([sweep / "0_eyes" / "checkpoints" / "best.ckpt"])
-    assert run.dir == sweep / "0_eyes" and run.columns == list(compose("specialist=eyes").specialist.columns)
+    assert run.dir == sweep / "0_eyes" and run.columns == KAGGLE15.specialist("eyes").columns
     with pytest.raises(DataError, match="empty: no checkpoint, run directory"):
         trained.find([tmp_path / "empty"])
 
 
 def test_a_specialist_wins_over_the_all_net_for_its_columns(sweep):
     model, runs = trained.load([sweep])
-    nets = {r.cfg.specialist.name: (r.net(), r.columns) for r in runs}
+    nets = {r.cfg.specialist: (r.net(), r.columns) for r in runs}
     x = torch.rand(5, 1, 96, 96)
     combined = model.predict(x, 4)
     assert model.columns == list(COLUMNS)
@@ -46,13 +47,13 @@ def test_flip_tta_averages_with_the_mirrored_face_mirrored_back(sweep):
     # The mirrored face's keypoints, back in the face's frame: x -> 96 - x, left and right swapped.
     back = b.copy()
     back[:, 0::2] = 96 - back[:, 0::2]
-    for i, j in compose("specialist=all").specialist.flip_indices:
+    for i, j in KAGGLE15.specialist("all").flip_indices:
         back[:, [i, j]] = back[:, [j, i]]
     np.testing.assert_allclose(flipped.predict(x, 4), (a + back) / 2, atol=1e-3)
     # A face and its mirror image get mirrored predictions.
     twin = flipped.predict(x.flip(-1), 4)
     twin[:, 0::2] = 96 - twin[:, 0::2]
-    for i, j in compose("specialist=all").specialist.flip_indices:
+    for i, j in KAGGLE15.specialist("all").flip_indices:
         twin[:, [i, j]] = twin[:, [j, i]]
     np.testing.assert_allclose(flipped.predict(x, 4), twin, atol=1e-3)
 

@@ -1,6 +1,4 @@
 """Specialists: their configs, the weight transfer from the base net, the epoch budget, GPU placement."""
-import re
-
 import pytest
 import torch
 from hydra import compose as hydra_compose, initialize_config_dir
@@ -9,44 +7,32 @@ from hydra.utils import instantiate
 from omegaconf import open_dict
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from conftest import ROOT, compose
-from keypoints.columns import COLUMNS
+from conftest import KAGGLE15, ROOT, compose
+from keypoints import keypointset
 from keypoints.data import DataError
 from keypoints.fit import fit
 from keypoints.nets import output_layer
 from keypoints import specialists
 from keypoints.specialists import init_from, spread_over_gpus
 
-SPECIALISTS = sorted(p.stem for p in (ROOT / "conf" / "specialist").glob("*.yaml"))
+
+SPECIALISTS = ["all", *KAGGLE15.specialists]
 TINY_NET = ("net=cnn", "net.channels=[4,4,4]", "net.hidden=8")
 
 
-def test_the_tutorial_groups_exist():
-    assert SPECIALISTS == sorted(["all", "eyes", "nose", "mouth", "mouth_bottom", "eye_corners", "eyebrows"])
-    groups = [tuple(compose(f"specialist={s}").specialist.columns) for s in SPECIALISTS if s != "all"]
-    assert sorted(c for g in groups for c in g) == sorted(COLUMNS)  # the six cover every column once
+def test_the_tutorial_specialists_exist():
+    assert list(KAGGLE15.specialists) == ["eyes", "nose", "mouth", "mouth_bottom", "eye_corners", "eyebrows"]
+    groups = [keypointset.specialist(compose(f"specialist={s}")).columns for s in KAGGLE15.specialists]
+    assert sorted(c for g in groups for c in g) == sorted(KAGGLE15.columns)  # the six cover every column once
 
 
 @pytest.mark.parametrize("name", SPECIALISTS)
 def test_specialist_composes_and_builds_its_output_layer(name):
     cfg = compose(f"specialist={name}", "experiment=specialists")
-    assert cfg.specialist.name == name and set(cfg.specialist.columns) <= set(COLUMNS)
-    net = instantiate(cfg.net, n_outputs=len(cfg.specialist.columns))
-    assert net(torch.zeros(1, 1, 96, 96)).shape == (1, len(cfg.specialist.columns))
-
-
-@pytest.mark.parametrize("name", SPECIALISTS)
-def test_every_flip_pair_joins_a_left_right_pair(name):
-    spec = compose(f"specialist={name}").specialist
-    columns, pairs = list(spec.columns), [tuple(p) for p in spec.flip_indices]
-    for a, b in pairs:
-        assert columns[a].replace("left", "right") == columns[b] or columns[a].replace("right", "left") == columns[b]
-        assert columns[a] != columns[b] and columns[a][-2:] == columns[b][-2:]  # x with x, y with y
-    # ...and every left/right pair among the columns is mirrored, each column at most once.
-    mirrored = {c for c in columns if re.search("left|right", c) and
-                re.sub("left|right", lambda m: {"left": "right", "right": "left"}[m[0]], c) in columns}
-    flat = [i for pair in pairs for i in pair]
-    assert len(flat) == len(set(flat)) and {columns[i] for i in flat} == mirrored
+    spec = keypointset.specialist(cfg)
+    assert spec.name == name and set(spec.columns) <= set(KAGGLE15.columns)
+    net = instantiate(cfg.net, n_outputs=len(spec.columns))
+    assert net(torch.zeros(1, 1, 96, 96)).shape == (1, len(spec.columns))
 
 
 def save_checkpoint(net, path):
@@ -128,5 +114,5 @@ def test_the_pipeline_sweeps_every_specialist_when_the_preset_names_none(monkeyp
         specialists.pipeline(["experiment=fast", f"hydra.sweep.dir={tmp_path}"])
     base, multirun = calls
     assert "specialist=all" in base and not any(a.startswith("specialist=e") for a in base)
-    assert multirun[0] == "-m" and f"specialist={','.join(s for s in SPECIALISTS if s != 'all')}" in multirun
+    assert multirun[0] == "-m" and f"specialist={','.join(KAGGLE15.specialists)}" in multirun
     assert f"init_from={tmp_path / 'all'}" in multirun

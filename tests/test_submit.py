@@ -9,11 +9,12 @@ import pandas as pd
 import pytest
 import torch
 
-from conftest import ROOT, TINY, make_run
-from keypoints.columns import COLUMNS
-from keypoints.data import DataError, find_file, read_csv, to_tensors
+from conftest import KAGGLE15, ROOT, TINY, make_run
 from keypoints import runs as trained
+from keypoints.data import DataError, find_file, read_csv, to_tensors
 from keypoints.submit import evaluate, main, predict_columns, submission
+
+COLUMNS = KAGGLE15.columns
 
 def test_submission_follows_the_lookup_table_and_clips_to_the_image(sweep, tiny_data, tmp_path):
     lookup = pd.read_csv(tiny_data / "IdLookupTable.csv")
@@ -70,7 +71,7 @@ def labelled_csv(path, tiny_data, keypoints):
 
 def test_evaluate_reports_rmse_in_pixels_per_keypoint_and_overall(sweep, tiny_data, tmp_path):
     model, runs = trained.load([sweep])
-    _, images = read_csv(find_file(tiny_data, "test.csv"), None)
+    _, images = read_csv(find_file(tiny_data, "test.csv"), None, 96)
     truth = predict_columns(model, runs, to_tensors(images)) + 3.0  # every label 3 px off the prediction
     truth[::2, 4:] = np.nan  # half the faces labelled only on the eye centres
     table = evaluate(model, runs, labelled_csv(tmp_path / "labelled.csv", tiny_data, truth))
@@ -132,9 +133,9 @@ def run_pipeline(cwd, data_dir, *overrides):
 def test_tiny_sweep_trains_six_specialists_from_one_base_net_and_submits(tiny_data, tmp_path):
     sweep, proc = run_pipeline(tmp_path, tiny_data)
     runs = trained.find([sweep])
-    assert sorted(r.cfg.specialist.name for r in runs) == sorted(
+    assert sorted(r.cfg.specialist for r in runs) == sorted(
         ["all", "eyes", "nose", "mouth", "mouth_bottom", "eye_corners", "eyebrows"])
-    assert all(r.cfg.init_from == str(sweep / "all") for r in runs if r.cfg.specialist.name != "all")
+    assert all(r.cfg.init_from == str(sweep / "all") for r in runs if r.cfg.specialist != "all")
     assert (proc.stdout + proc.stderr).count("init_from ") == 6  # each specialist logs what it copied
     assert (sweep / "curves.png").stat().st_size > 10_000
     result = pd.read_csv(sweep / "submission.csv")

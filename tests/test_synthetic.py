@@ -4,8 +4,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from keypoints.columns import ALWAYS_LABELLED, COLUMNS, IMAGE_SIZE
-from keypoints.synthetic import generate
+from conftest import KAGGLE15
+from keypoints.synthetic import ALWAYS_LABELLED, COLUMNS, N, generate
 
 FILES = ("training.csv", "test.csv", "IdLookupTable.csv")
 ALWAYS_COLUMNS = [c for c in COLUMNS if c.rsplit("_", 1)[0] in ALWAYS_LABELLED]
@@ -26,6 +26,10 @@ def pixels(frame):
     return np.stack([np.array(s.split(), dtype=int) for s in frame["Image"]])
 
 
+def test_the_synthetic_faces_are_labelled_with_the_kaggle15_sets_columns():
+    assert COLUMNS == KAGGLE15.columns
+
+
 def test_headers_and_pixels(small):
     assert {p.name for p in small.iterdir()} == set(FILES)  # no temporary files left behind
     train, test = pd.read_csv(small / "training.csv"), pd.read_csv(small / "test.csv")
@@ -33,10 +37,10 @@ def test_headers_and_pixels(small):
     assert list(test.columns) == ["ImageId", "Image"] and list(test["ImageId"]) == list(range(1, 11))
     for frame in (train, test):
         values = pixels(frame)
-        assert values.shape == (len(frame), IMAGE_SIZE * IMAGE_SIZE)
+        assert values.shape == (len(frame), N * N)
         assert values.min() >= 0 and values.max() <= 255
     labels = train[list(COLUMNS)].to_numpy()
-    assert ((labels >= 0) & (labels <= IMAGE_SIZE))[~np.isnan(labels)].all()
+    assert ((labels >= 0) & (labels <= N))[~np.isnan(labels)].all()
 
 
 def test_lookup_table(small):
@@ -70,7 +74,7 @@ def test_missing_pattern(training):
 
 def test_labels_sit_on_the_features(training):
     """The pupils are drawn at the eye centres: darker than the rest of the face, on average."""
-    images = pixels(training).reshape(-1, IMAGE_SIZE, IMAGE_SIZE).astype(float)
+    images = pixels(training).reshape(-1, N, N).astype(float)
     rows = np.arange(len(images))
 
     def at(x, y):

@@ -10,6 +10,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from tensorboard.plugins.hparams import metadata
 
 from conftest import compose, run_train
+from keypoints import keypointset
 
 pytestmark = pytest.mark.slow
 
@@ -46,7 +47,7 @@ def test_short_real_data_run_beats_the_mean_keypoints(realfaces, tmp_path):
     metrics = json.loads((run_dir(tmp_path) / "metrics.json").read_text())
     # The mean-keypoint predictor's RMSE on the same validation rows.
     cfg = compose("data=kaggle", f"data.dir={realfaces}", "specialist=eyes", f"paths.cache_dir={tmp_path}/cache")
-    dm = instantiate(cfg.data, columns=list(cfg.specialist.columns))
+    dm = instantiate(cfg.data, columns=keypointset.specialist(cfg).columns)
     dm.setup()
     train_y, valid_y = dm.train_set[:][1], dm.valid_set[:][1]
     mean_rmse = float(((valid_y - train_y.mean(0)) ** 2).mean().sqrt() * 48)
