@@ -106,7 +106,7 @@ def test_resume_refuses_what_it_cannot_continue_and_takes_new_values(tmp_path):
     saved, last = resume_point(cfg, hydra)
     assert last == run / "checkpoints" / "last.ckpt" and saved.trainer.max_epochs == 9 and "net" not in saved
     hydra.overrides.task.append("net=mlp")
-    with pytest.raises(RunError, match="keeps the run's config groups; drop net=mlp"):
+    with pytest.raises(RunError, match="keeps the run's config groups and specialist; drop net=mlp"):
         resume_point(cfg, hydra)
     hydra.mode = RunMode.MULTIRUN
     with pytest.raises(RunError, match="drop -m"):
