@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from functools import lru_cache
 
 import torch
 import torch.nn.functional as F
@@ -30,13 +31,22 @@ def mirror_offsets(offsets: Mapping[str, float] | None, columns: list[str], size
     return torch.tensor([offsets.get(c, 0.0) / (size / 2) for c in columns])
 
 
+@lru_cache(maxsize=None)
+def _mirror(n_outputs: int, flip_indices: tuple[tuple[int, int], ...], device: torch.device, dtype: torch.dtype):
+    """Each column's sign in a mirrored face and the mirrored column order, as tensors made once per
+    device: no copy from the host per batch (which a CUDA graph could not record either)."""
+    with torch.inference_mode(False):  # kept for later batches, in or out of inference mode
+        sign = torch.ones(n_outputs, device=device, dtype=dtype)
+        sign[0::2] = -1  # columns alternate x, y
+        return sign, torch.tensor(flip_permutation(n_outputs, list(flip_indices)), device=device)
+
+
 def mirror_targets(y: torch.Tensor, flip_indices: list[tuple[int, int]], offset: torch.Tensor | None = None) -> torch.Tensor:
     """Targets (N, K) of mirrored faces: x negated (targets are scaled to [-1, 1] about the image
     centre) and the left/right `flip_indices` pairs swapped, then `offset` (mirror_offsets) added:
     where the labels' own habits put a mirrored face's keypoints, when that is not the exact mirror."""
-    sign = torch.ones(y.shape[1], device=y.device, dtype=y.dtype)
-    sign[0::2] = -1  # columns alternate x, y
-    mirrored = (y * sign)[:, flip_permutation(y.shape[1], flip_indices)]
+    sign, order = _mirror(y.shape[1], tuple(map(tuple, flip_indices)), y.device, y.dtype)
+    mirrored = (y * sign)[:, order]
     return mirrored if offset is None else mirrored + offset.to(y)
 
 
@@ -58,12 +68,17 @@ class Flip:
         self.p = p
         self.flip_indices = [tuple(pair) for pair in flip_indices]
         self.columns, self.offsets = list(columns or []), offsets
+        self._offsets: dict[tuple, torch.Tensor | None] = {}
 
     def mirror(self, x: torch.Tensor, y: torch.Tensor, mask: torch.Tensor):
         """Mirror every sample of the batch."""
-        offset = mirror_offsets(self.offsets, self.columns, x.shape[-1])
-        return (x.flip(-1), mirror_targets(y, self.flip_indices, offset),
-                mask[:, flip_permutation(mask.shape[1], self.flip_indices)])
+        # The offsets in target units, made once per device and face size: no copy from the host per batch.
+        key = (y.device, x.shape[-1])
+        if key not in self._offsets:
+            offset = mirror_offsets(self.offsets, self.columns, x.shape[-1])
+            self._offsets[key] = None if offset is None else offset.to(y.device)
+        _, order = _mirror(mask.shape[1], tuple(self.flip_indices), mask.device, mask.dtype)
+        return x.flip(-1), mirror_targets(y, self.flip_indices, self._offsets[key]), mask[:, order]
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor, mask: torch.Tensor):
         chosen = torch.rand(len(x), device=x.device) < self.p
@@ -95,7 +110,10 @@ class Affine:
 
     def apply(self, x, y, mask, a: torch.Tensor, b: torch.Tensor):
         """Transform every sample by its (a, b)."""
-        inverse = torch.linalg.inv(a)  # grid_sample asks, for each output pixel, where to read from
+        # grid_sample asks, for each output pixel, where to read from: the 2x2 inverse, written out
+        # (elementwise: no linear-algebra library call, nothing for a CUDA graph to trip on).
+        p, q, r, s = a.flatten(1).unbind(1)  # a = [[p, q], [r, s]]
+        inverse = torch.stack([s, -q, -r, p], 1).view(-1, 2, 2) / (p * s - q * r).view(-1, 1, 1)
         theta = torch.cat([inverse, -inverse @ b.unsqueeze(2)], 2)
         grid = F.affine_grid(theta, list(x.shape), align_corners=False)
         # Edge pixels are repeated rather than black corners no real photo has.

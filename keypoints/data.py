@@ -176,7 +176,10 @@ class TensorBatches(Dataset):
         return tuple(t[index] for t in self.tensors)
 
     def __getitems__(self, indices: list[int]):
-        return self[torch.as_tensor(indices)]
+        index = torch.as_tensor(indices)
+        if self.tensors[0].is_cuda:  # a copy from pinned memory does not wait for the GPU, as one from pageable memory does
+            index = index.pin_memory().to(self.tensors[0].device, non_blocking=True)
+        return self[index]
 
 
 def as_is(batch):

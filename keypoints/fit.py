@@ -44,6 +44,7 @@ def build(cfg: DictConfig):
         channels_last=cfg.channels_last,
         averaging=instantiate(cfg.averaging) or None,
         size=cfg.data.size,
+        cuda_graphs=cfg.cuda_graphs,
     )
     # In a trial of a search (hparams_search=...), the callback that reports each epoch to the pruner.
     callbacks = [instantiate(c) for c in cfg.callbacks.values()] + [History(), RandomState(), *pruning()]

@@ -1,12 +1,16 @@
 """The LightningModule: the tutorial's NeuralNet(...) — loss, metrics in pixels, optimiser."""
 from __future__ import annotations
 
+from functools import partial
 from typing import Callable, Sequence
 
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.strategies import SingleDeviceStrategy
 from torch import nn
 from torchmetrics import MeanMetric
+
+from keypoints.graphs import StepGraphs
 
 
 def masked_mean(errors: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -19,35 +23,54 @@ def masked_mse(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> 
     return masked_mean((pred.float() - target) ** 2, mask)
 
 
+class TrainingLoss(nn.Module):
+    """What training minimises for a batch: augmented, through the net, the criterion over the present targets."""
+
+    def __init__(self, net: nn.Module, augment: Sequence[Callable], criterion: Callable,
+                 memory_format: torch.memory_format):
+        super().__init__()
+        self.net, self.augment, self.criterion, self.memory_format = net, augment, criterion, memory_format
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        for transform in self.augment:
+            x, y, mask = transform(x, y, mask)
+        return masked_mean(self.criterion(self.net(x.contiguous(memory_format=self.memory_format)).float(), y), mask)
+
+
 class KeypointsModule(pl.LightningModule):
     """`criterion` (elementwise, e.g. torch's MSELoss(reduction="none")) is what training minimises,
     over the present targets; validation always measures the masked MSE, hence the RMSE in pixels.
     With `averaging` (a torch AveragedModel, partially applied), a running average of the net's
     weights is updated after every optimiser step and replaces the net outside training:
     validation, prediction, the best epoch's snapshot and the checkpoints all hold it. `size`: the
-    faces' side in pixels, which turns the targets' units back into pixels."""
+    faces' side in pixels, which turns the targets' units back into pixels. With `cuda_graphs`, a
+    training step on one GPU replays a CUDA graph of its loss (keypoints.graphs)."""
 
     def __init__(self, net: nn.Module, optimizer: Callable, scheduler: dict | None, criterion: Callable,
-                 augment: Sequence[Callable], channels_last: bool, averaging: Callable | None, size: int):
+                 augment: Sequence[Callable], channels_last: bool, averaging: Callable | None, size: int,
+                 cuda_graphs: bool):
         super().__init__()
         self.half = size / 2
         self.net, self.optimizer, self.scheduler, self.augment = net, optimizer, scheduler, list(augment)
-        self.criterion = criterion
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.net.to(memory_format=self.memory_format)
         # Never trained by the optimiser: no gradients (DDP would wait for them otherwise).
         self.averaged = averaging(self.net).requires_grad_(False) if averaging else None
         self.valid_mse = MeanMetric()
+        self.training_loss = StepGraphs(partial(TrainingLoss, self.net, self.augment, criterion, self.memory_format),
+                                        cuda_graphs)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         net = self.net if self.training or self.averaged is None else self.averaged
         return net(x.contiguous(memory_format=self.memory_format))
 
+    def on_fit_start(self):
+        # DDP's gradient hooks expect the backward of its own forward: graphs on one device only.
+        self.training_loss.enabled &= isinstance(self.trainer.strategy, SingleDeviceStrategy)
+
     def training_step(self, batch, batch_idx):
         x, y, mask = batch
-        for transform in self.augment:
-            x, y, mask = transform(x, y, mask)
-        loss = masked_mean(self.criterion(self(x).float(), y), mask)
+        loss = self.training_loss(x, y, mask)
         # sync_dist: under DDP the epoch's value is averaged over ranks once, at the epoch's end.
         self.log("train_loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(x), sync_dist=True)
         return loss

@@ -12,6 +12,17 @@ REALFACES = ROOT.parent / "shared" / "data" / "realfaces"
 KAGGLE15 = keypointset.load("kaggle15")  # the default keypoint set: Kaggle's 15, in its order
 
 
+@pytest.fixture(autouse=True)
+def cpu_unless_marked_cuda(request, monkeypatch):
+    """Tests not marked `cuda` run as on a machine without a GPU, in this process and in the commands
+    they start: on a GPU host too they compare results in the precision they were computed in (the CPU's),
+    never a CPU run against the GPU's TF32 or bf16 arithmetic. tests/test_cuda.py covers the GPU."""
+    if request.node.get_closest_marker("cuda") is None:
+        import torch
+        monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+
+
 @pytest.fixture(scope="session")
 def tiny_data(tmp_path_factory) -> Path:
     """A small Kaggle-format dataset of synthetic faces (80 training rows, 12 test images)."""
