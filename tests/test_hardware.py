@@ -35,14 +35,14 @@ def faults_to_fill_100_mb():
     torch.ones(100_000_000 // 4)  # allocated, written, freed
     return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
 
-print(*(faults_to_fill_100_mb() for _ in range(10)))
+print(*(faults_to_fill_100_mb() for _ in range(20)))
 """
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
     if proc.returncode == 3:
         pytest.skip("not glibc")
     assert proc.returncode == 0, proc.stderr
     # glibc's default maps each such block anew: every page faults in again, every time. Kept, the
-    # block faults in while the heap settles (twice here, three times on another host), then never.
+    # block faults in while the heap settles (twice here, up to seven times on a busy host), then never.
     full = 100_000_000 / resource.getpagesize()
     faults = [int(n) for n in proc.stdout.split()]
-    assert sum(n < full / 10 for n in faults) >= len(faults) / 2, faults
+    assert all(n < full / 10 for n in faults[10:]), faults
