@@ -9,13 +9,15 @@ import keypoints  # noqa: F401  registers the resolvers conf/ uses
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def main(cfg: DictConfig) -> float:
     # Imported after Hydra has parsed the command line: `--help` stays fast.
+    from keypoints.cluster import requeued
     from keypoints.faults import resume_point, user_errors
     from keypoints.fit import fit
 
     with user_errors():
-        resume_from = None
         if cfg.resume is not None:
             cfg, resume_from = resume_point(cfg, HydraConfig.get())
+        else:  # a Slurm job started again goes on where it was preempted
+            cfg, resume_from = requeued(cfg)
         metrics = fit(cfg, resume_from)
     print(f"valid RMSE: {metrics['valid_rmse_px']:.3f} px (best epoch {metrics['best_epoch']}, "
           f"{metrics['epochs']} epochs, {metrics['wall_time_s']:.0f} s)")

@@ -66,7 +66,9 @@ class PacedCheckpointIO(TorchCheckpointIO):
             self.flush()
 
     def flush(self):
-        """Write the checkpoints that wait in memory."""
+        """Write the checkpoints that wait in memory (none waiting: the next one is still written at once)."""
+        if not self.pending:
+            return
         for path, checkpoint in self.pending.items():
             write_atomically(checkpoint, path)
         self.pending.clear()

@@ -130,6 +130,8 @@ def interruptible(cfg: DictConfig):
     try:
         yield
     except SystemExit as stop:  # Lightning's ending of a run stopped by Ctrl-C (exit 1) or SIGTERM
+        if not isinstance(stop, SIGTERMException) and stop.code != 1:
+            raise  # another's exit: submitit's, once it has requeued a preempted job (keypoints/cluster.py)
         name = "SIGTERM" if isinstance(stop, SIGTERMException) else "Ctrl-C"
         if last_checkpoint(cfg).is_file():
             log.warning(f"{name}: training stopped; continue it with: python train.py resume={cfg.paths.output_dir}")
@@ -164,21 +166,18 @@ class SweepSummary(Callback):
         from optuna import TrialPruned
 
         error = job_return._return_value  # the job's exception; `return_value` would re-raise it
-        text = str(error) if isinstance(error, CompactHydraException) else f"{type(error).__name__}: {error}"
-        message = text.strip().splitlines()[0]
-        header = f"job {config.hydra.job.num}: {' '.join(job_return.overrides)}"
-        out = Path(config.hydra.runtime.output_dir)
         if isinstance(error, TrialPruned):
-            (out / "pruned.txt").write_text(f"{header}\n{error}\n")
+            header = f"job {config.hydra.job.num}: {' '.join(job_return.overrides)}"
+            (Path(config.hydra.runtime.output_dir) / "pruned.txt").write_text(f"{header}\n{error}\n")
             log.info(f"{header}: {error}")
             return
-        (out / "error.txt").write_text(f"{header}\n{message}\n\n{''.join(traceback.format_exception(error))}")
-        log.error(f"{header} failed: {message}")
+        record_failure(config, job_return.overrides, error)
         job_return.status, job_return.return_value = JobStatus.COMPLETED, None
 
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
         sweep = Path(config.hydra.sweep.dir)
-        jobs = [p.parent.parent for p in sweep.rglob(".hydra/overrides.yaml")]
+        # (a job that Slurm cancelled before it started has an error.txt and nothing else)
+        jobs = {p.parent.parent for p in sweep.rglob(".hydra/overrides.yaml")} | {p.parent for p in sweep.rglob("error.txt")}
         counts = {kind: sum((job / marker).is_file() for job in jobs) for kind, marker in
                   [("completed", "metrics.json"), ("pruned", "pruned.txt"), ("failed", "error.txt")]}
         unfinished = len(jobs) - sum(counts.values())  # e.g. stopped by Ctrl-C in an earlier command
@@ -190,3 +189,25 @@ class SweepSummary(Callback):
             print(f"{len(failures)} of {len(jobs)} jobs failed (tracebacks in each job's error.txt, under {sweep}):",
                   *(f"  {header}\n    {message}" for header, message in failures), sep="\n", file=sys.stderr)
             sys.exit(1)  # not an exception: Hydra would turn that into a warning
+
+
+def record_failure(config: DictConfig, overrides, error: BaseException) -> None:
+    """A failed job of a sweep: its first line, with where a Slurm job logged, and its traceback go to its
+    directory's error.txt, which the sweep's summary lists."""
+    text = str(error) if isinstance(error, CompactHydraException) else f"{type(error).__name__}: {error}"
+    message = text.strip().splitlines()[0] + slurm_log()
+    header = f"job {config.hydra.job.num}: {' '.join(overrides)}"
+    out = Path(config.hydra.runtime.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "error.txt").write_text(f"{header}\n{message}\n\n{''.join(traceback.format_exception(error))}")
+    log.error(f"{header} failed: {message}")
+
+
+def slurm_log() -> str:
+    """In a Slurm job of submitit's: ' (Slurm job ID, its error file: PATH)'; elsewhere ''."""
+    if os.environ.get("SUBMITIT_EXECUTOR") != "slurm":
+        return ""
+    import submitit
+
+    job = submitit.JobEnvironment()
+    return f" (Slurm job {job.job_id}, its error file: {job.paths.stderr})"

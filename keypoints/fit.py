@@ -14,6 +14,7 @@ from pytorch_lightning.utilities import rank_zero_only
 
 from keypoints import keypointset
 from keypoints.callbacks import EarlyStopping, History
+from keypoints.cluster import preemption
 from keypoints.errors import DataError
 from keypoints.faults import RandomState, RunError, divergence, interruptible
 from keypoints.hardware import keep_freed_memory
@@ -46,8 +47,9 @@ def build(cfg: DictConfig):
         size=cfg.data.size,
         cuda_graphs=cfg.cuda_graphs,
     )
-    # In a trial of a search (hparams_search=...), the callback that reports each epoch to the pruner.
-    callbacks = [instantiate(c) for c in cfg.callbacks.values()] + [History(), RandomState(), *pruning()]
+    # In a trial of a search (hparams_search=...), the callback that reports each epoch to the pruner;
+    # in a Slurm job, the one that keeps Slurm's SIGTERM from stopping a run that submitit will requeue.
+    callbacks = [instantiate(c) for c in cfg.callbacks.values()] + [History(), RandomState(), *pruning(), *preemption()]
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=instantiate(cfg.logger))
     return datamodule, module, trainer
 

@@ -8,8 +8,10 @@ parameters as overrides, and tells the study how it ended: its objective from me
 or failed. In the job, a Lightning callback reports the objective to the trial after every epoch
 and stops the trial when the study's pruner gives up on it. The study lives in `storage` (SQLite in the
 sweep directory by default), so the same command continues it; Ctrl-C fails only the running trials,
-which the next command runs first. At the end the sweep directory holds best.yaml (the best trial
-as a preset), the plots, and the command that trains the best configuration is printed.
+which the next command runs first. Several commands, on several machines, can search one study in a
+database server (keypoints/study.py): each takes trials until the study holds `n_trials`, then waits
+for the others' running trials. At the end the sweep directory holds best.yaml (the best trial as a
+preset), the plots, and the command that trains the best configuration is printed.
 """
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ import logging
 import os
 import shlex
 import signal
+import time
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
@@ -26,11 +29,11 @@ import pytorch_lightning as pl
 from pytorch_lightning.trainer.states import TrainerFn
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from keypoints.callbacks import History
 from keypoints.faults import UserError
+from keypoints.study import build, fail_stale_trials, heartbeats, open_study, seeded_per_trial, shown
 
 log = logging.getLogger(__name__)
 SCALARS = (bool, int, float, str, type(None))  # what Optuna can store as a categorical choice
@@ -65,39 +68,6 @@ def space(overrides: list[str]) -> tuple[dict, list[str], dict[str, dict]]:
         except (HydraException, ValueError, TypeError, IndexError) as e:
             raise UserError(f"error: search space: {line}: {str(e).strip().splitlines()[0] or type(e).__name__}") from None
     return distributions, fixed, texts
-
-
-def build(settings: DictConfig, key: str):
-    """The sampler, pruner or importance evaluator of hydra.sweeper.KEY; a broken one is a one-line error."""
-    try:
-        return instantiate(settings[key])
-    except Exception as e:  # Hydra wraps the cause: a missing class, a wrong argument
-        cause = e.__cause__ or e
-        raise UserError(f"error: hydra.sweeper.{key}: {str(cause).strip().splitlines()[0]}") from None
-
-
-def open_study(settings: DictConfig, sampler=None):
-    """The study of hydra.sweeper.study_name in hydra.sweeper.storage, created if new."""
-    import optuna
-
-    try:
-        return optuna.create_study(study_name=settings.study_name, storage=settings.storage, sampler=sampler,
-                                   pruner=build(settings, "pruner"), direction=settings.direction, load_if_exists=True)
-    except UserError:
-        raise
-    except Exception as e:  # no driver, no server, no such directory, a malformed URL
-        raise UserError(f"error: hydra.sweeper.storage={shown(settings.storage)}: cannot open the study: "
-                        f"{str(e).strip().splitlines()[0] or type(e).__name__}") from None
-
-
-def shown(url: str) -> str:
-    """A storage URL as messages show it: without its password."""
-    from sqlalchemy.engine import make_url
-
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:  # not a URL SQLAlchemy reads: shown as given
-        return url
 
 
 class Pruning(pl.Callback):
@@ -156,6 +126,14 @@ def preset(overrides: list[str], choices: DictConfig, header: str) -> str:
     return f"# @package _global_\n{header}{text}"
 
 
+def replace(path: Path, write) -> None:
+    """write(a temporary path), then rename it over `path`: workers that write the same file at once
+    leave one whole copy, never a mix."""
+    partial = path.with_name(f".{path.name}.{os.getpid()}")
+    write(partial)
+    os.replace(partial, path)
+
+
 def plots(study, sweep: Path, evaluator) -> list[Path]:
     """Optuna's matplotlib plots of the study, as PNGs in the sweep directory."""
     import matplotlib
@@ -177,7 +155,7 @@ def plots(study, sweep: Path, evaluator) -> list[Path]:
             continue
         figure.set_size_inches(9, 6)
         figure.tight_layout()
-        figure.savefig(sweep / f"{name}.png", dpi=100)
+        replace(sweep / f"{name}.png", lambda path: figure.savefig(path, dpi=100, format="png"))
         plt.close(figure)
         written.append(sweep / f"{name}.png")
     return written
@@ -235,21 +213,32 @@ class Search:
         except HydraException as e:
             raise UserError(f"error: search space: {str(e).strip().splitlines()[0]}") from None
         self.sweep_dir.mkdir(parents=True, exist_ok=True)
-        study = open_study(settings, sampler=build(settings, "sampler"))
+        study, storage = open_study(settings, sampler=seeded_per_trial(settings))
         self.check_same_search(study, fixed, distributions)
-        counted = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED,
-                   optuna.trial.TrialState.FAIL, optuna.trial.TrialState.RUNNING)
         # joblib's convention: -1 is every CPU, -2 all but one...
         n_jobs = settings.n_jobs if settings.n_jobs > 0 else max(1, os.cpu_count() + 1 + settings.n_jobs)
+        waited = None
         while True:
-            held = [t for t in study.get_trials(deepcopy=False, states=counted) if not t.user_attrs.get("interrupted")]
+            fail_stale_trials(study)  # trials of workers that died, queued again
+            held = self.held(study)
             batch = min(n_jobs, settings.n_trials - len(held))
             if batch <= 0:
-                break
-            trials = [study.ask(distributions) for _ in range(batch)]
+                # Other workers' trials still run: one may fail and be queued again, and the report waits for them
+                running = [t.number for t in held if t.state == optuna.trial.TrialState.RUNNING]
+                if not running:
+                    break
+                if running != waited:
+                    log.info(f"waiting for trial(s) {', '.join(map(str, running))} of other workers (one whose worker "
+                             f"died fails after hydra.sweeper.heartbeat.grace_period)")
+                    waited = running
+                time.sleep(min(storage.heartbeat_interval or 10, 10))
+                continue
+            with warnings.catch_warnings():  # heartbeats are ours (`heartbeats`), not study.optimize's
+                warnings.filterwarnings("ignore", "Heartbeat of storage is supposed to be used with Study.optimize")
+                trials = [study.ask(distributions) for _ in range(batch)]
             jobs = [fixed + self.trial_overrides(t, texts) + [f"hydra.sweeper.trial={t.number}"] for t in trials]
             try:
-                with noting_ctrl_c() as pressed:
+                with heartbeats(storage, study, trials), noting_ctrl_c() as pressed:
                     returns = self.launcher.launch(jobs, initial_job_idx=trials[0].number)
                 if pressed:  # a library turned the KeyboardInterrupt into another error, which failed the job
                     set_aside_errors(returns)
@@ -259,7 +248,19 @@ class Search:
                 raise
             for trial, ret in zip(trials, returns):
                 self.tell(study, trial, ret)
-        return self.report(study, fixed, texts)
+        return self.report(study, texts)
+
+    @staticmethod
+    def held(study) -> list:
+        """The trials that count towards n_trials: finished or running, but not those whose parameters were
+        queued again (stopped by Ctrl-C, or failed with their worker: `retry_history`)."""
+        import optuna
+
+        State = optuna.trial.TrialState
+        trials = study.get_trials(deepcopy=False)
+        retried = {n for t in trials for n in t.system_attrs.get("retry_history", [])}
+        return [t for t in trials if t.state in (State.COMPLETE, State.PRUNED, State.FAIL, State.RUNNING)
+                and not t.user_attrs.get("interrupted") and t.number not in retried]
 
     def check_same_search(self, study, fixed: list[str], distributions: dict) -> None:
         """A study continues only with the same fixed overrides and space: else its trials would not compare."""
@@ -305,8 +306,10 @@ class Search:
         else:  # the job's error is in its error.txt (keypoints.faults.SweepSummary)
             study.tell(trial, state=optuna.trial.TrialState.FAIL)
 
-    def report(self, study, fixed: list[str], texts: dict[str, dict]):
-        """The best trial as a command and as a preset, and the plots; the best trial (None if none completed)."""
+    def report(self, study, texts: dict[str, dict]):
+        """The best trial as a command and as a preset, and the plots; the best trial (None if none completed).
+        Both are written from the study alone (its fixed overrides and the trial's parameters, each in
+        order of their keys), so that every worker of a shared study writes the same."""
         import optuna
 
         complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
@@ -314,12 +317,14 @@ class Search:
             log.warning(f"study {study.study_name}: no trial has completed yet")
             return None
         best = study.best_trial
-        overrides = [o for o in fixed if o.split("=", 1)[0] != OWN_GROUP] + self.trial_overrides(best, texts)
+        overrides = [o for o in study.user_attrs["search"]["fixed"] if o.split("=", 1)[0] != OWN_GROUP]
+        overrides += sorted(self.trial_overrides(best, texts))
         run = command(overrides)
         header = (f"# The best trial ({best.number}, {self.settings.objective} {best.value:.4g}) of study "
                   f"{study.study_name} in {shown(self.settings.storage)}.\n# Copy it to conf/experiment/NAME.yaml and train "
                   f"it with `python train.py experiment=NAME`, or run:\n# {run}\n")
-        (self.sweep_dir / "best.yaml").write_text(preset(overrides, self.config.hydra.runtime.choices, header))
+        text = preset(overrides, self.config.hydra.runtime.choices, header)
+        replace(self.sweep_dir / "best.yaml", lambda path: path.write_text(text))
         pictures = plots(study, self.sweep_dir, build(self.settings, "importance"))
         print(f"best trial: {best.number}, {self.settings.objective} {best.value:.4f}\n  {run}\n"
               f"preset: {self.sweep_dir / 'best.yaml'}\nplots: {' '.join(str(p) for p in pictures)}\n"

@@ -7,7 +7,8 @@ the base net's weights (all but the output layer, whose size follows the special
 
 trains `specialist=all` into <sweep>/all, then the specialists of `hydra.sweeper.params.specialist`
 (the preset's six; without one, every specialist of the keypoint set) through Hydra multirun with
-`init_from=<sweep>/all` (add `hydra/launcher=local` to run them in parallel processes), then writes
+`init_from=<sweep>/all` (add `hydra/launcher=local` to run them in parallel processes, `hydra/launcher=slurm`
+to run the base net and each specialist as a Slurm job), then writes
 <sweep>/curves.png and, when the data has a test.csv, <sweep>/submission.csv.
 """
 from __future__ import annotations
@@ -92,10 +93,8 @@ def pipeline(overrides: list[str]) -> Path:
         swept = ["specialist=" + ",".join(keypoint_set.specialists)]
     sweep = Path(cfg.hydra.sweep.dir)
     base = sweep / "all"
-    # Launcher and sweeper settings are for the specialists' multirun, not the single base run.
-    multirun_only = ("hydra/launcher", "hydra.launcher", "hydra.sweeper")
-    base_overrides = [o for o in overrides if not o.lstrip("+~").startswith(multirun_only)]
-    train(*base_overrides, "specialist=all", "init_from=null", f"hydra.run.dir={base}")
+    # The base net is a multirun of one job, so that it runs where the specialists do (on Slurm: a job too).
+    train("-m", *overrides, "specialist=all", "init_from=null", f"hydra.sweep.dir={sweep}", "hydra.sweep.subdir=all")
     train("-m", *overrides, *swept, f"init_from={base}", f"hydra.sweep.dir={sweep}")
     print(f"learning curves: {plots.learning_curves(sweep)}")
     try:

@@ -1,6 +1,7 @@
 import os
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 import pytest
@@ -88,3 +89,62 @@ def sweep(tiny_data, tmp_path):
     make_run(tmp_path / "sweep" / "all", tiny_data, "all", seed=0)
     make_run(tmp_path / "sweep" / "0_eyes", tiny_data, "eyes", seed=1)
     return tmp_path / "sweep"
+
+
+# Services: a Slurm cluster and a PostgreSQL server (`eval "$(.ci/services start)"` starts both here).
+# Their tests are marked `slurm` and `postgres`; where a service is absent they are skipped, saying so,
+# unless KFKD_REQUIRE_SERVICES=1 (as in CI), which makes that a failure.
+START = 'eval "$(.ci/services start)"'
+
+
+def unavailable(why: str):
+    if os.environ.get("KFKD_REQUIRE_SERVICES") == "1":
+        pytest.fail(f"{why} (KFKD_REQUIRE_SERVICES=1)", pytrace=False)
+    pytest.skip(f"{why}; start it with {START}")
+
+
+@pytest.fixture
+def slurm():
+    """A Slurm cluster with an idle or working node; its jobs that a test left running are cancelled after it."""
+    try:
+        nodes = subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        unavailable(f"no Slurm cluster answers here ({e})")
+    if nodes.returncode or not {"idle", "mixed", "allocated"} & set(nodes.stdout.split()):
+        unavailable(f"no Slurm node is up here ({(nodes.stderr or nodes.stdout or 'none').strip().splitlines()[0][:200]})")
+    before = set(subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True).stdout.split())
+    yield
+    left = set(subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True).stdout.split()) - before
+    if left:
+        subprocess.run(["scancel", *left])
+
+
+@pytest.fixture
+def postgres():
+    """The URL of a fresh database of the PostgreSQL server in $KFKD_POSTGRES, dropped after the test."""
+    url = os.environ.get("KFKD_POSTGRES")
+    if not url:
+        unavailable("no PostgreSQL server here (KFKD_POSTGRES is not set)")
+    try:
+        import psycopg
+    except ImportError:
+        unavailable("psycopg is not installed: pip install -e '.[cluster]'")
+    try:
+        server = psycopg.connect(url, autocommit=True, connect_timeout=5)
+    except psycopg.OperationalError as e:
+        unavailable(f"the PostgreSQL server of KFKD_POSTGRES does not answer: {str(e).strip()[:200]}")
+    name = f"kfkd_test_{uuid.uuid4().hex[:12]}"
+    server.execute(f"CREATE DATABASE {name}")
+    yield url.rsplit("/", 1)[0] + "/" + name
+    server.execute(f"DROP DATABASE {name} WITH (FORCE)")
+    server.close()
+
+
+SERVICES = ("slurm", "postgres")
+
+
+def pytest_report_teststatus(report, config):
+    """Tests that ran against Slurm or PostgreSQL count apart in the summary line: "3 passed on slurm"."""
+    services = [m for m in SERVICES if m in report.keywords]
+    if services and report.when == "call" and report.passed:
+        return f"passed on {'+'.join(services)}", ".", "PASSED"
