@@ -65,6 +65,9 @@ def resume_point(cfg: DictConfig, hydra: DictConfig) -> tuple[DictConfig, Path]:
     if (run / "metrics.json").is_file():
         raise RunError(f"{run}: this run has finished (metrics.json is there); nothing to resume")
     saved = saved_config(run)
+    if saved.get("packed"):
+        raise RunError(f"{run}: trained packed with other specialists (packed=true), which is not resumed; its best "
+                       f"weights so far are in checkpoints/best.ckpt; train again with python -m keypoints.packed")
     for override in hydra.overrides.task:
         key = override.split("=", 1)[0].lstrip("+")
         if key in hydra.runtime.choices or key == "specialist" or key.startswith("~"):

@@ -54,24 +54,24 @@ def build(cfg: DictConfig):
     return datamodule, module, trainer
 
 
-def fit(cfg: DictConfig, resume_from: Path | None = None) -> dict:
-    """Train one net as configured, or continue one from its checkpoint `resume_from`; return (and
-    write to metrics.json) its final metrics."""
-    start = time.time()
-    if cfg.keep_freed_memory:
-        keep_freed_memory()
-    # A resumed run's saved config holds what the lines below set when it started, and the resuming
-    # command line may change it (trainer.max_epochs=...): they are for a run's start only.
-    fresh = resume_from is None
-    if fresh:
-        specialist = keypointset.specialist(cfg)
-        cfg = OmegaConf.merge(cfg, specialist.overrides)  # the tutorial's per-specialist kwargs
-        budget = cfg.epoch_budget.pretrained if cfg.init_from else cfg.epoch_budget.scratch
-        if budget:  # the tutorial's epochs per training row; set before build, as the schedule reads it
-            counter = instantiate(cfg.data, columns=specialist.columns)
-            counter.setup()
-            cfg.trainer.max_epochs = max(1, int(budget / len(counter.train_set)))
-    spread_over_gpus(cfg)
+def configure(cfg: DictConfig) -> DictConfig:
+    """A fresh run's config: the specialist's overrides merged in, and max_epochs from the epoch budget.
+
+    A resumed run's saved config holds what this sets when it started, and the resuming command line
+    may change it (trainer.max_epochs=...): it is for a run's start only."""
+    specialist = keypointset.specialist(cfg)
+    cfg = OmegaConf.merge(cfg, specialist.overrides)  # the tutorial's per-specialist kwargs
+    budget = cfg.epoch_budget.pretrained if cfg.init_from else cfg.epoch_budget.scratch
+    if budget:  # the tutorial's epochs per training row; set before build, as the schedule reads it
+        counter = instantiate(cfg.data, columns=specialist.columns)
+        counter.setup()
+        cfg.trainer.max_epochs = max(1, int(budget / len(counter.train_set)))
+    return cfg
+
+
+def start(cfg: DictConfig, fresh: bool):
+    """Seed, claim the run directory (a fresh run's: its config.yaml), build, and start a fresh run's
+    net from `init_from`; return the DataModule, LightningModule and Trainer."""
     pl.seed_everything(cfg.seed, workers=True)
     out = Path(cfg.paths.output_dir)
     # DDP's other ranks re-run train.py into the same directory: only rank 0 claims it.
@@ -86,6 +86,23 @@ def fit(cfg: DictConfig, resume_from: Path | None = None) -> dict:
     # TensorBoard's hyperparameter table: the resolved config (Lightning flattens it) against the
     # final valid RMSE, which is logged once the best weights are restored (NaN until then).
     trainer.logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True), {FINAL_METRIC: math.nan})
+    return datamodule, module, trainer
+
+
+def fit(cfg: DictConfig, resume_from: Path | None = None) -> dict:
+    """Train one net as configured, or continue one from its checkpoint `resume_from`; return (and
+    write to metrics.json) its final metrics."""
+    start_time = time.time()
+    if cfg.keep_freed_memory:
+        keep_freed_memory()
+    fresh = resume_from is None
+    if fresh and cfg.get("packed"):
+        raise RunError("packed=true is an option of python -m keypoints.specialists and python -m keypoints.packed, "
+                       "which train specialists together; train.py trains one net")
+    if fresh:
+        cfg = configure(cfg)
+    spread_over_gpus(cfg)
+    datamodule, module, trainer = start(cfg, fresh)
     with interruptible(cfg):
         # weights_only=False: the checkpoint is this run's own, and holds the generators' states
         trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from, weights_only=False)
@@ -97,26 +114,32 @@ def fit(cfg: DictConfig, resume_from: Path | None = None) -> dict:
             raise RunError(f"{diverged}, before any epoch with finite losses: nothing to keep (a lower optimizer.lr?)")
         log.warning(f"{diverged}: training stopped; epoch {stopper.best_epoch}'s weights restored, "
                     f"its checkpoint kept at {trainer.checkpoint_callback.best_model_path}")
-    # Validate the weights the run ends with (the best epoch's, restored by EarlyStopping), for
-    # metrics.json: in TensorBoard it would be a point past the last epoch.
+    best_epoch = stopper.best_epoch if stopper else len(history) - 1
+    return finish(trainer, module, datamodule, history, best_epoch, trainer.current_epoch, start_time)
+
+
+def finish(trainer: pl.Trainer, module, datamodule, history: list[dict], best_epoch: int, epoch: int,
+           start_time: float) -> dict:
+    """Validate the weights the run ends with (the best epoch's, restored), log them and the sample
+    faces of `epoch` to TensorBoard, and write metrics.json; return its metrics."""
+    # For metrics.json: in TensorBoard this validation would be a point past the last epoch.
     logger, trainer.loggers = trainer.logger, []
     final = trainer.validate(module, datamodule=datamodule, verbose=False)[0]
-    log_sample_faces(logger, module, datamodule.valid_set, trainer.current_epoch)
+    log_sample_faces(logger, module, datamodule.valid_set, epoch)
     logger.log_metrics({FINAL_METRIC: final["valid_rmse_px"]}, step=len(history))
     logger.finalize("success")
     metrics = {
         "train_loss": history[-1]["train_loss"] if history else None,
         "valid_loss": final["valid_loss"],
         "valid_rmse_px": final["valid_rmse_px"],
-        "best_epoch": stopper.best_epoch if stopper else len(history) - 1,
-        "diverged": diverged,
+        "best_epoch": best_epoch,
+        "diverged": divergence(history),
         "epochs": len(history),
         "n_train": len(datamodule.train_set),
         "n_valid": len(datamodule.valid_set),
-        "wall_time_s": round(time.time() - start, 2),
+        "wall_time_s": round(time.time() - start_time, 2),
         "history": history,
     }
     if trainer.is_global_zero:  # under DDP every rank gets here with the same (synced) metrics
-        (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+        (Path(trainer.default_root_dir) / "metrics.json").write_text(json.dumps(metrics, indent=2))
     return metrics
-

@@ -8,7 +8,8 @@ the base net's weights (all but the output layer, whose size follows the special
 trains `specialist=all` into <sweep>/all, then the specialists of `hydra.sweeper.params.specialist`
 (the preset's six; without one, every specialist of the keypoint set) through Hydra multirun with
 `init_from=<sweep>/all` (add `hydra/launcher=local` to run them in parallel processes, `hydra/launcher=slurm`
-to run the base net and each specialist as a Slurm job), then writes
+to run the base net and each specialist as a Slurm job, or `packed=true` to train them together in one
+process: keypoints/packed.py), then writes
 <sweep>/curves.png and, when the data has a test.csv, <sweep>/submission.csv.
 """
 from __future__ import annotations
@@ -70,9 +71,10 @@ def compose(overrides: list[str]):
         return compose("config", overrides=overrides, return_hydra_config=True)
 
 
-def train(*args: str) -> None:
-    """`python train.py ARGS`; a failed run stops the pipeline with train.py's exit status."""
-    command = [sys.executable, str(ROOT / "train.py"), *args]
+def train(*args: str, packed: bool = False) -> None:
+    """`python train.py ARGS`, or `python -m keypoints.packed ARGS` (the jobs of `train.py -m ARGS`
+    trained together); a failure stops the pipeline with its exit status."""
+    command = [sys.executable, *(["-m", "keypoints.packed"] if packed else [str(ROOT / "train.py")]), *args]
     log.info("running %s", " ".join(command))
     status = subprocess.call(command)
     if status:
@@ -84,6 +86,8 @@ def pipeline(overrides: list[str]) -> Path:
     from keypoints import plots, runs, submit
 
     cfg = compose(overrides)
+    if cfg.packed:
+        one_process(cfg)
     swept = []
     if "specialist" not in (cfg.hydra.sweeper.params or {}):  # the preset names none: every one of the set
         keypoint_set = keypointset.of(cfg)
@@ -95,7 +99,11 @@ def pipeline(overrides: list[str]) -> Path:
     base = sweep / "all"
     # The base net is a multirun of one job, so that it runs where the specialists do (on Slurm: a job too).
     train("-m", *overrides, "specialist=all", "init_from=null", f"hydra.sweep.dir={sweep}", "hydra.sweep.subdir=all")
-    train("-m", *overrides, *swept, f"init_from={base}", f"hydra.sweep.dir={sweep}")
+    jobs = [*overrides, *swept, f"init_from={base}", f"hydra.sweep.dir={sweep}"]
+    if cfg.packed:  # the specialists trained together, in one process
+        train(*jobs, packed=True)
+    else:
+        train("-m", *jobs)
     print(f"learning curves: {plots.learning_curves(sweep)}")
     try:
         find_file(cfg.data.dir, "test.csv")
@@ -106,6 +114,13 @@ def pipeline(overrides: list[str]) -> Path:
         print(f"submission: {submit.write_submission(model, found, cfg.data.dir, sweep / 'submission.csv')}")
     print(f"runs: tensorboard --logdir {sweep}")
     return sweep
+
+
+def one_process(cfg) -> None:
+    """Packed specialists train in one process: a launcher of several processes is refused."""
+    if not cfg.hydra.launcher._target_.endswith(".BasicLauncher"):
+        raise DataError(f"packed=true trains the specialists together in one process; drop "
+                        f"hydra/launcher={cfg.hydra.runtime.choices['hydra/launcher']}, or set packed=false")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,0 +1,141 @@
+"""Packed specialists (keypoints/packed.py): trained together, one step for all, each as it would be alone."""
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from conftest import ROOT, TINY, compose
+from keypoints import packed, plots, runs, specialists, submit
+from keypoints.data import DataError
+from keypoints.fit import fit
+
+NAMES = ["eyes", "mouth", "nose"]  # 4, 6 and 2 columns
+# Under loss=mse each trains on the rows having all its columns (mouth on far fewer), in batches of 8 with a
+# short last one, for its own epoch budget (800 rows: 12, 44 and 12 epochs) with the tutorial's SGD and
+# linear schedule over it; patience 2 stops them early, at different epochs. fp32, so that losses compare
+# at fp32 tolerance.
+RECIPE = ("data.batch_size=8", "loss=mse", "optimizer=sgd", "schedule=linear", "epoch_budget.pretrained=800",
+          "callbacks.early_stopping.patience=2", "trainer.precision=32")
+PATIENCE = 2
+
+
+def common(data, root, *extra):
+    return ["data=kaggle", f"data.dir={data}", f"paths.cache_dir={root}/cache", *TINY, *RECIPE, *extra]
+
+
+@pytest.fixture(scope="module", ids=["random-augmentations", "batch-norm"], params=[
+    ("augment=[flip,affine,photometric]",),  # each job draws them from its own stream, as its own run would
+    pytest.param(("net.batch_norm=true", "augment=none"), marks=pytest.mark.slow)])  # batches of each length together
+def trained(request, tmp_path_factory, tiny_data):
+    """A base net, the three specialists packed from it, and each of them trained alone from it."""
+    root = tmp_path_factory.mktemp("packed")
+    settings = common(tiny_data, root, *request.param)
+    fit(compose(*settings, "trainer.max_epochs=2", f"paths.output_dir={root}/sweep/all"))
+    together = packed.train([*settings, "specialist=" + ",".join(NAMES), f"init_from={root}/sweep/all",
+                             f"hydra.sweep.dir={root}/sweep"])
+    alone = {name: fit(compose(*settings, f"specialist={name}", f"init_from={root}/sweep/all",
+                               f"paths.output_dir={root}/alone/{name}")) for name in NAMES}
+    return root / "sweep", {out.name.split("_", 1)[1]: m for out, m in together.items()}, alone
+
+
+def test_each_packed_specialist_trains_as_it_would_alone(trained):
+    sweep, together, alone = trained
+    assert sorted(p.name for p in sweep.iterdir()) == ["0_eyes", "1_mouth", "2_nose", "all"]  # the multirun's layout
+    for name in NAMES:
+        p, a = together[name], alone[name]
+        assert (p["epochs"], p["best_epoch"], p["n_train"], p["n_valid"]) == (a["epochs"], a["best_epoch"], a["n_train"], a["n_valid"])
+        for key in ("train_loss", "valid_loss", "valid_rmse_px"):  # the same batches, in the same order, flipped alike
+            assert [h[key] for h in p["history"]] == pytest.approx([h[key] for h in a["history"]], rel=1e-3), (name, key)
+        assert p["valid_rmse_px"] == pytest.approx(a["valid_rmse_px"], rel=1e-3)
+    # Each on its own rows and for its own budget: mouth has far fewer rows, so more epochs.
+    epochs = {n: OmegaConf.load(next(sweep.glob(f"*_{n}")) / "config.yaml").trainer.max_epochs for n in NAMES}
+    assert together["mouth"]["n_train"] < together["eyes"]["n_train"] and epochs["mouth"] > epochs["eyes"]
+
+
+def test_each_stops_early_on_its_own_and_ends_with_its_best_epochs_weights(trained):
+    sweep, together, _ = trained
+    for name in NAMES:
+        m, run = together[name], next(sweep.glob(f"*_{name}"))
+        valid = [h["valid_loss"] for h in m["history"]]
+        assert m["epochs"] < OmegaConf.load(run / "config.yaml").trainer.max_epochs  # stopped early...
+        assert m["best_epoch"] == valid.index(min(valid)) == m["epochs"] - 1 - PATIENCE  # ...patience epochs after its best
+        assert m["valid_loss"] == pytest.approx(valid[m["best_epoch"]], rel=1e-6)  # validated again: the best weights
+        checkpoint = torch.load(run / "checkpoints" / "best.ckpt", weights_only=False)
+        assert checkpoint["epoch"] == m["best_epoch"]
+    assert len({together[n]["epochs"] for n in NAMES}) > 1  # and not all at the same epoch
+
+
+def test_a_packed_sweep_reads_as_a_multirun_does(trained, capsys):
+    sweep, together, _ = trained
+    assert sorted(r.dir.name for r in runs.find([sweep])) == ["0_eyes", "1_mouth", "2_nose", "all"]
+    submit.main(["evaluate", str(sweep)])
+    assert "overall" in capsys.readouterr().out
+    assert plots.learning_curves(sweep).is_file()
+    for name in NAMES:
+        run = next(sweep.glob(f"*_{name}"))
+        assert f"specialist={name}" in OmegaConf.load(run / ".hydra" / "overrides.yaml")
+        events = EventAccumulator(str(run))
+        events.Reload()
+        for curve in ["train_loss", "valid_loss", "valid_rmse_px"]:  # against the epoch, as train.py's runs
+            assert [e.step for e in events.Scalars(curve)] == list(range(together[name]["epochs"]))
+        assert {"lr-SGD", "lr-SGD-momentum", "hp/valid_rmse_px"} <= set(events.Tags()["scalars"])  # as LearningRateMonitor
+        assert events.Images("valid_faces")
+
+
+def test_the_pipeline_hands_the_specialists_to_the_packed_command(monkeypatch, tmp_path):
+    calls = []
+
+    def train(*args, packed=False):  # record the two commands instead of training
+        calls.append((args, packed))
+        if len(calls) == 2:
+            raise SystemExit(0)
+
+    monkeypatch.setattr(specialists, "train", train)
+    with pytest.raises(DataError, match="packed=true trains the specialists together in one process; drop hydra/launcher=local"):
+        specialists.pipeline(["packed=true", "hydra/launcher=local", f"hydra.sweep.dir={tmp_path}"])
+    assert not calls  # refused before the base net trains
+    with pytest.raises(SystemExit):
+        specialists.pipeline(["experiment=specialists", "packed=true", f"hydra.sweep.dir={tmp_path}"])
+    (base, base_packed), (jobs, jobs_packed) = calls
+    assert not base_packed and "specialist=all" in base
+    assert jobs_packed and "-m" not in jobs and f"init_from={tmp_path / 'all'}" in jobs
+
+
+def test_jobs_are_those_of_the_multirun_and_must_share_the_net(tiny_data, tmp_path):
+    found = packed.jobs(["experiment=specialists", f"hydra.sweep.dir={tmp_path}", "data=kaggle", f"data.dir={tiny_data}"])
+    assert [cfg.paths.output_dir for cfg, _ in found] == [
+        str(tmp_path / f"{i}_{n}") for i, n in enumerate(["eyes", "nose", "mouth", "mouth_bottom", "eye_corners", "eyebrows"])]
+    assert all(cfg.packed for cfg, _ in found) and len({cfg.trainer.max_epochs for cfg, _ in found}) > 1  # own budgets
+    with pytest.raises(DataError, match="packed: net of 1_eyes differs from 0_eyes's"):
+        packed.jobs([*common(tiny_data, tmp_path), "specialist=eyes", "net.hidden=8,16", f"hydra.sweep.dir={tmp_path}/2"])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig, status", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_interrupted_packed_runs_keep_their_best_weights_and_are_not_resumed(tiny_data, tmp_path, sig, status):
+    settings = common(tiny_data, tmp_path, "epoch_budget.pretrained=1e6", "callbacks.early_stopping.patience=1000")
+    fit(compose(*settings, "trainer.max_epochs=1", f"paths.output_dir={tmp_path}/sweep/all"))
+    proc = subprocess.Popen([sys.executable, "-m", "keypoints.packed", *settings, "specialist=eyes,nose",
+                             f"init_from={tmp_path}/sweep/all", f"hydra.sweep.dir={tmp_path}/sweep"],
+                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    checkpoints = [tmp_path / "sweep" / d / "checkpoints" / "best.ckpt" for d in ("0_eyes", "1_nose")]
+    deadline = time.time() + 120
+    while not all(c.is_file() for c in checkpoints) and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.2)
+    proc.send_signal(sig)
+    out = proc.communicate(timeout=120)[0]
+    assert proc.returncode == status, out[-3000:]
+    assert "packed training stopped" in out and "Packed runs are not resumed" in out
+    found = runs.find([tmp_path / "sweep"])  # the best weights so far, readable as any run's
+    assert sorted(r.dir.name for r in found) == ["0_eyes", "1_nose", "all"] and all(r.net() for r in found)
+    assert not (tmp_path / "sweep" / "0_eyes" / "metrics.json").exists()
+    resume = subprocess.run([sys.executable, str(ROOT / "train.py"), f"resume={tmp_path}/sweep/0_eyes"],
+                            cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert resume.returncode == 1 and "trained packed with other specialists" in resume.stderr
