@@ -223,8 +223,8 @@ class Job:
     def _log_lr(self) -> None:
         """The epoch's learning rate and momentum against the optimiser step, as LearningRateMonitor logs them."""
         group, name = self.optimizer.param_groups[0], f"lr-{type(self.optimizer).__name__}"
-        momentum = group.get("momentum", group.get("betas", [None])[0])
-        self.trainer.logger.log_metrics({name: group["lr"], **({f"{name}-momentum": momentum} if momentum else {})},
+        momentum = group["betas"][0] if "betas" in group else group.get("momentum")
+        self.trainer.logger.log_metrics({name: group["lr"], **({f"{name}-momentum": momentum} if momentum is not None else {})},
                                         step=self.step)
 
     def end(self, start_time: float) -> dict | None:

@@ -76,9 +76,14 @@ def train(*args: str, packed: bool = False) -> None:
     trained together); a failure stops the pipeline with its exit status."""
     command = [sys.executable, *(["-m", "keypoints.packed"] if packed else [str(ROOT / "train.py")]), *args]
     log.info("running %s", " ".join(command))
-    status = subprocess.call(command)
-    if status:
-        raise SystemExit(status)
+    child = subprocess.Popen(command)
+    while child.returncode is None:
+        try:
+            child.wait()
+        except KeyboardInterrupt:  # Ctrl-C reached the child too: it stops by itself, its checkpoints written
+            pass
+    if child.returncode:
+        raise SystemExit(child.returncode)
 
 
 def pipeline(overrides: list[str]) -> Path:
@@ -97,8 +102,10 @@ def pipeline(overrides: list[str]) -> Path:
         swept = ["specialist=" + ",".join(keypoint_set.specialists)]
     sweep = Path(cfg.hydra.sweep.dir)
     base = sweep / "all"
-    # The base net is a multirun of one job, so that it runs where the specialists do (on Slurm: a job too).
-    train("-m", *overrides, "specialist=all", "init_from=null", f"hydra.sweep.dir={sweep}", "hydra.sweep.subdir=all")
+    # The base net is a multirun of one job, so that it runs where the specialists do (on Slurm: a job too);
+    # packing is for the specialists, not the single base run.
+    base_overrides = [o for o in overrides if o.lstrip("+~").split("=")[0] != "packed"]
+    train("-m", *base_overrides, "specialist=all", "init_from=null", f"hydra.sweep.dir={sweep}", "hydra.sweep.subdir=all")
     jobs = [*overrides, *swept, f"init_from={base}", f"hydra.sweep.dir={sweep}"]
     if cfg.packed:  # the specialists trained together, in one process
         train(*jobs, packed=True)
