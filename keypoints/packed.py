@@ -48,21 +48,21 @@ from tqdm import tqdm
 
 from keypoints import fit
 from keypoints.callbacks import EarlyStopping
-from keypoints.data import HALF, DataError
+from keypoints.data import DataError
 from keypoints.faults import RunError, divergence
 from keypoints.hardware import keep_freed_memory
 from keypoints.module import masked_mean
 from keypoints.specialists import compose, one_process
 
 log = logging.getLogger(__name__)
-# What one step runs for all the jobs, and so must be the same in each (specialist.overrides may change it).
+# What one step runs for all the jobs, and so must be the same in each (a specialist's overrides may change it).
 SHARED = ("net", "loss.criterion", "trainer.accelerator", "trainer.devices", "trainer.precision")
 
 
 def specialist(cfg: DictConfig) -> str:
-    """The job's specialist, by name: the one place here that reads the specialist's settings
-    (keypoints.fit reads its columns, flip_indices and overrides as for any run)."""
-    return cfg.specialist.name
+    """The job's specialist, by name: the one place here that reads which one it is (keypoints.fit
+    reads its columns, flip_indices and overrides from the keypoint set, as for any run)."""
+    return cfg.specialist
 
 
 def jobs(overrides: list[str]) -> list[tuple[DictConfig, list[str]]]:
@@ -181,7 +181,7 @@ class Job:
     def _end_epoch(self) -> None:
         valid_loss = self._validate()
         entry = {"epoch": self.epoch, "train_loss": float(self.loss / self.rows), "valid_loss": float(valid_loss),
-                 "valid_rmse_px": float(valid_loss.sqrt() * HALF)}
+                 "valid_rmse_px": float(valid_loss.sqrt() * self.module.half)}
         self.history.append(entry)
         self.trainer.logger.log_metrics({k: v for k, v in entry.items() if k != "epoch"}, step=self.epoch)
         stop = self._judge(entry)
