@@ -51,7 +51,7 @@ from keypoints.callbacks import EarlyStopping
 from keypoints.data import DataError
 from keypoints.faults import RunError, divergence
 from keypoints.hardware import keep_freed_memory
-from keypoints.module import masked_mean
+from keypoints.module import TrainingLoss
 from keypoints.specialists import compose, one_process
 
 log = logging.getLogger(__name__)
@@ -261,13 +261,15 @@ class Pack:
         with torch.device("meta"):  # the shapes and the code; every tensor comes from the jobs
             self.template = instantiate(first.cfg.net, n_outputs=self.width).train()
         self.shapes = {k: v.shape for k, v in [*self.template.named_parameters(), *self.template.named_buffers()]}
-        self.criterion = first.module.criterion
+        # What training minimises, as each job's run defines it (its augmentation is drawn before, from its own
+        # stream); in the net's default memory format, which a vmapped batch keeps.
+        self.loss = TrainingLoss(self.template, [], first.module.training_loss.eager.criterion, torch.contiguous_format)
         # Batch norm's statistics would count padded rows: batches of each length are then stepped together.
         self.pad_rows = not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in self.template.modules())
         self.losses = vmap(self._loss, randomness="different")  # dropout: each job its own masks
 
     def _loss(self, params, buffers, x, y, mask):
-        return masked_mean(self.criterion(functional_call(self.template, (params, buffers), (x,)).float(), y), mask)
+        return functional_call(self.loss, {f"net.{k}": v for d in (params, buffers) for k, v in d.items()}, (x, y, mask))
 
     def step(self, jobs: list[Job], batches: list[tuple]) -> list[torch.Tensor]:
         """Forward and backward for every job on its batch, in one pass where possible; their losses."""
