@@ -1,7 +1,7 @@
 """On a GPU (marked `cuda`, skipped where torch sees none): every preset trains with trainer=gpu in
 bf16-mixed, its tensors on the device, no batch copied from the host per step and its step replayed as
-a CUDA graph, which trains as the plain step does; the specialists one by one and six at once; DDP on
-one device; submit; a GPU-trained run exported and detected where CUDA is hidden. What can be checked
+a CUDA graph, which trains as the plain step does; the specialists one by one, six at once and packed; DDP
+on one device; submit; a GPU-trained run exported and detected where CUDA is hidden. What can be checked
 without a GPU runs everywhere: the presets' configs, the bf16 choice, the copy counter, the graphs'
 bookkeeping. benchmarks/gpu/run.sh runs this file first on a GPU machine."""
 import copy
@@ -257,7 +257,8 @@ def test_the_graphed_step_trains_as_the_plain_step(gpu_data, tmp_path):
 
 @pytest.mark.cuda
 @needs_gpu
-@pytest.mark.parametrize("launcher", [[], ["hydra/launcher=local"]], ids=["one_by_one", "six_at_once"])
+@pytest.mark.parametrize("launcher", [[], ["hydra/launcher=local"], ["packed=true"]],
+                         ids=["one_by_one", "six_at_once", "packed"])
 def test_the_specialists_train_on_the_gpu(launcher, gpu_data, tmp_path):
     sweep = tmp_path / "sweep"
     proc = subprocess.run([sys.executable, "-m", "keypoints.specialists", "experiment=specialists", "data=kaggle",

@@ -5,16 +5,18 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 import torch
 from omegaconf import OmegaConf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from conftest import ROOT, TINY, compose
-from keypoints import packed, plots, runs, specialists, submit
+from keypoints import detect, export, images, inference, packed, plots, runs, specialists, submit
 from keypoints.data import DataError
 from keypoints.fit import fit
 
+PHOTOS = ROOT.parent / "shared" / "data" / "photos"
 NAMES = ["eyes", "mouth", "nose"]  # 4, 6 and 2 columns
 # Under loss=mse each trains on the rows having all its columns (mouth on far fewer), in batches of 8 with a
 # short last one, for its own epoch budget (800 rows: 12, 44 and 12 epochs) with the tutorial's SGD and
@@ -37,15 +39,29 @@ def trained(request, tmp_path_factory, tiny_data):
     root = tmp_path_factory.mktemp("packed")
     settings = common(tiny_data, root, *request.param)
     fit(compose(*settings, "trainer.max_epochs=2", f"paths.output_dir={root}/sweep/all"))
-    together = packed.train([*settings, "specialist=" + ",".join(NAMES), f"init_from={root}/sweep/all",
-                             f"hydra.sweep.dir={root}/sweep"])
+    ended, end, step, steps = {}, packed.Job.end, packed.Pack.step, []
+
+    def watched_end(job, start_time):  # each job's weights as it leaves the step, and the packed steps so far
+        metrics = end(job, start_time)
+        ended[job.name] = job, {k: v.clone() for k, v in job.module.state_dict().items()}, len(steps)
+        return metrics
+
+    def counted_step(pack, jobs, batches):
+        steps.append([job.name for job in jobs])
+        return step(pack, jobs, batches)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(packed.Job, "end", watched_end)
+        patch.setattr(packed.Pack, "step", counted_step)
+        together = packed.train([*settings, "specialist=" + ",".join(NAMES), f"init_from={root}/sweep/all",
+                                 f"hydra.sweep.dir={root}/sweep"])
     alone = {name: fit(compose(*settings, f"specialist={name}", f"init_from={root}/sweep/all",
                                f"paths.output_dir={root}/alone/{name}")) for name in NAMES}
-    return root / "sweep", {out.name.split("_", 1)[1]: m for out, m in together.items()}, alone
+    return root / "sweep", {out.name.split("_", 1)[1]: m for out, m in together.items()}, alone, (ended, steps)
 
 
 def test_each_packed_specialist_trains_as_it_would_alone(trained):
-    sweep, together, alone = trained
+    sweep, together, alone, _ = trained
     assert sorted(p.name for p in sweep.iterdir()) == ["0_eyes", "1_mouth", "2_nose", "all"]  # the multirun's layout
     for name in NAMES:
         p, a = together[name], alone[name]
@@ -59,7 +75,7 @@ def test_each_packed_specialist_trains_as_it_would_alone(trained):
 
 
 def test_each_stops_early_on_its_own_and_ends_with_its_best_epochs_weights(trained):
-    sweep, together, _ = trained
+    sweep, together, _, (ended, _) = trained
     for name in NAMES:
         m, run = together[name], next(sweep.glob(f"*_{name}"))
         valid = [h["valid_loss"] for h in m["history"]]
@@ -68,11 +84,26 @@ def test_each_stops_early_on_its_own_and_ends_with_its_best_epochs_weights(train
         assert m["valid_loss"] == pytest.approx(valid[m["best_epoch"]], rel=1e-6)  # validated again: the best weights
         checkpoint = torch.load(run / "checkpoints" / "best.ckpt", weights_only=False)
         assert checkpoint["epoch"] == m["best_epoch"]
+        job, weights, _ = ended[name]  # restored: the weights it ends with are its best epoch's checkpoint
+        assert checkpoint["state_dict"].keys() == weights.keys()
+        assert all(torch.equal(checkpoint["state_dict"][k], v) for k, v in weights.items()), name
     assert len({together[n]["epochs"] for n in NAMES}) > 1  # and not all at the same epoch
 
 
+def test_a_stopped_specialist_no_longer_changes_while_the_others_train_on(trained):
+    _, together, _, (ended, steps) = trained
+    for name in NAMES:
+        job, weights, stopped_at = ended[name]
+        assert not any(name in stepped for stepped in steps[stopped_at:])  # out of the step...
+        # ...and every packed step after it stopped (mouth ran tens of epochs more) left it as it was.
+        assert all(torch.equal(v, weights[k]) for k, v in job.module.state_dict().items()), name
+        assert job.step == together[name]["epochs"] * len(job.loader)  # its own epochs' steps, not one more
+    last = max(ended.values(), key=lambda e: e[2])
+    assert all(e[2] < last[2] for e in ended.values() if e is not last)  # the others stopped while it trained on
+
+
 def test_a_packed_sweep_reads_as_a_multirun_does(trained, capsys):
-    sweep, together, _ = trained
+    sweep, together, _, _ = trained
     assert sorted(r.dir.name for r in runs.find([sweep])) == ["0_eyes", "1_mouth", "2_nose", "all"]
     submit.main(["evaluate", str(sweep)])
     assert "overall" in capsys.readouterr().out
@@ -86,6 +117,46 @@ def test_a_packed_sweep_reads_as_a_multirun_does(trained, capsys):
             assert [e.step for e in events.Scalars(curve)] == list(range(together[name]["epochs"]))
         assert {"lr-SGD", "lr-SGD-momentum", "hp/valid_rmse_px"} <= set(events.Tags()["scalars"])  # as LearningRateMonitor
         assert events.Images("valid_faces")
+
+
+def test_in_the_hosts_own_precision_too(tiny_data, tmp_path):
+    """bf16-mixed on an AVX-512 BF16 host, fp32 on an AVX2 one: packed and alone in that same precision,
+    compared at its own tolerance (bf16's rounding differs between one grouped convolution and six)."""
+    settings = [*common(tiny_data, tmp_path), "trainer.precision=${fastest_precision:cpu}", "augment=flip",
+                "epoch_budget.pretrained=null", "trainer.max_epochs=3"]
+    fit(compose(*settings, f"paths.output_dir={tmp_path}/sweep/all"))
+    together = packed.train([*settings, "specialist=eyes,nose", f"init_from={tmp_path}/sweep/all",
+                             f"hydra.sweep.dir={tmp_path}/sweep"])
+    precision = OmegaConf.load(tmp_path / "sweep" / "0_eyes" / "config.yaml").trainer.precision
+    rel = 1e-3 if precision == "32" else 2e-2
+    for out, p in together.items():
+        name = out.name.split("_", 1)[1]
+        a = fit(compose(*settings, f"specialist={name}", f"init_from={tmp_path}/sweep/all",
+                        f"paths.output_dir={tmp_path}/alone/{name}"))
+        assert p["epochs"] == a["epochs"] == 3
+        for key in ("train_loss", "valid_loss"):
+            assert [h[key] for h in p["history"]] == pytest.approx([h[key] for h in a["history"]], rel=rel), (name, key)
+
+
+def test_detect_export_and_resume_read_each_packed_run_as_its_own(trained, tmp_path):
+    sweep, _, _, _ = trained
+    faces = np.random.default_rng(0).random((4, 1, 96, 96), np.float32)
+    model = inference.load(sweep, False, 8)  # what detect and export assemble from a sweep
+    onnx = inference.load(export.export(sweep, out=tmp_path / "model.onnx"), False, 8)
+    np.testing.assert_allclose(onnx(faces), model(faces), atol=1e-3)
+    predicted = dict(zip(model.columns, model(faces).T))
+    for name in NAMES:  # each specialist's columns come from its own packed run's net
+        own = inference.load(next(sweep.glob(f"*_{name}")), False, 8)
+        assert set(own.columns) <= set(model.columns)
+        for column, values in zip(own.columns, own(faces).T):
+            np.testing.assert_allclose(predicted[column], values, atol=1e-5, err_msg=f"{name}: {column}")
+    photo = PHOTOS / "Martin_Sheen_01.jpg"
+    if photo.is_file():  # the shared photos: absent from a fresh clone
+        (face,) = detect.Detector(sweep)(np.asarray(images.read(photo).convert("RGB")))
+        assert face.keypoints.shape == (15, 2) and np.isfinite(face.keypoints).all()
+    resume = subprocess.run([sys.executable, str(ROOT / "train.py"), f"resume={next(sweep.glob('*_eyes'))}"],
+                            cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert resume.returncode == 1 and "this run has finished" in resume.stderr  # as any finished run's
 
 
 def test_the_pipeline_hands_the_specialists_to_the_packed_command(monkeypatch, tmp_path):
