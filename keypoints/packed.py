@@ -83,6 +83,7 @@ def jobs(overrides: list[str]) -> list[tuple[DictConfig, list[str]]]:
             del cfg["hydra"]
             cfg.paths.output_dir, cfg.packed = str(out), True
         found.append((fit.configure(cfg), job))
+    one_device(found[0][0].trainer)
     for cfg, _ in found[1:]:
         for key in SHARED:
             if OmegaConf.select(cfg, key) != OmegaConf.select(found[0][0], key):
@@ -90,6 +91,16 @@ def jobs(overrides: list[str]) -> list[tuple[DictConfig, list[str]]]:
                                 f"{Path(found[0][0].paths.output_dir).name}'s; one step runs every job, so they must share "
                                 f"it (or set packed=false)")
     return found
+
+
+def one_device(trainer: DictConfig) -> None:
+    """Refused before any run directory is claimed: several devices, and a precision that needs a gradient scaler."""
+    devices = trainer.devices
+    if "ddp" in str(trainer.get("strategy") or "") or (len(devices) if OmegaConf.is_list(devices) else devices) not in (1, "1"):
+        raise DataError(f"packed specialists train in one process on one device (trainer.devices={devices}, "
+                        f"trainer.strategy={trainer.get('strategy')}); use trainer=cpu or trainer=gpu")
+    if str(trainer.precision).startswith("16"):
+        raise DataError(f"packed: trainer.precision={trainer.precision} needs a gradient scaler; use 32 or bf16-mixed")
 
 
 def padded(t: torch.Tensor, shape) -> torch.Tensor:
@@ -252,11 +263,7 @@ class Pack:
 
     def __init__(self, jobs: list[Job]):
         first = jobs[0]
-        if first.trainer.num_devices > 1:
-            raise DataError("packed specialists train in one process on one device; use trainer=cpu or trainer=gpu")
         self.precision = first.trainer.precision_plugin
-        if getattr(self.precision, "scaler", None) is not None:
-            raise DataError(f"packed: trainer.precision={first.cfg.trainer.precision} needs a gradient scaler; use 32 or bf16-mixed")
         self.width = max(len(job.datamodule.columns) for job in jobs)
         with torch.device("meta"):  # the shapes and the code; every tensor comes from the jobs
             self.template = instantiate(first.cfg.net, n_outputs=self.width).train()

@@ -185,6 +185,11 @@ def test_jobs_are_those_of_the_multirun_and_must_share_the_net(tiny_data, tmp_pa
     assert all(cfg.packed for cfg, _ in found) and len({cfg.trainer.max_epochs for cfg, _ in found}) > 1  # own budgets
     with pytest.raises(DataError, match="packed: net of 1_eyes differs from 0_eyes's"):
         packed.jobs([*common(tiny_data, tmp_path), "specialist=eyes", "net.hidden=8,16", f"hydra.sweep.dir={tmp_path}/2"])
+    for bad, message in [("trainer=ddp", "in one process on one device"), ("trainer.precision=16-mixed", "gradient scaler")]:
+        with pytest.raises(DataError, match=message):
+            packed.train([*common(tiny_data, tmp_path), "specialist=eyes,nose", bad, f"init_from={tmp_path}/base",
+                          f"hydra.sweep.dir={tmp_path}/3"])
+        assert not (tmp_path / "3").exists()  # refused before any run directory is claimed
 
 
 @pytest.mark.slow
