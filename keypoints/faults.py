@@ -197,6 +197,7 @@ class SweepSummary(Callback):
 def record_failure(config: DictConfig, overrides, error: BaseException) -> None:
     """A failed job of a sweep: its first line, with where a Slurm job logged, and its traceback go to its
     directory's error.txt, which the sweep's summary lists."""
+    error = slurm_verdict(error)
     text = str(error) if isinstance(error, CompactHydraException) else f"{type(error).__name__}: {error}"
     message = text.strip().splitlines()[0] + slurm_log()
     header = f"job {config.hydra.job.num}: {' '.join(overrides)}"
@@ -204,6 +205,20 @@ def record_failure(config: DictConfig, overrides, error: BaseException) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / "error.txt").write_text(f"{header}\n{message}\n\n{''.join(traceback.format_exception(error))}")
     log.error(f"{header} failed: {message}")
+
+
+def slurm_verdict(error: BaseException) -> BaseException:
+    """submitit's verdict on a job it will not requeue ("timed-out too many times"), where the error holds
+    one: its signal handler raises it wherever the job is, and a library may wrap it in an error of its
+    own (Lightning's logger does, in a ValueError about logging nan)."""
+    if os.environ.get("SUBMITIT_EXECUTOR") != "slurm":
+        return error
+    from submitit.core.utils import UncompletedJobError
+
+    cause = error
+    while cause is not None and not isinstance(cause, UncompletedJobError):
+        cause = cause.__cause__ or cause.__context__
+    return cause or error
 
 
 def slurm_log() -> str:

@@ -16,7 +16,7 @@ from omegaconf import OmegaConf
 
 from conftest import ROOT, compose, run_train
 from keypoints.data import DataError, read_csv
-from keypoints.faults import RunError, divergence, resume_point
+from keypoints.faults import RunError, divergence, resume_point, slurm_verdict
 from keypoints.fit import fit
 
 # Four batches an epoch: a signal lands inside an epoch, and there are epochs left to resume.
@@ -263,3 +263,22 @@ def test_cache_is_rebuilt_when_the_source_changes_or_the_cache_is_damaged(tmp_pa
         assert list(frame["nose_tip_x"]) == [40.0, 60.0]
         np.testing.assert_array_equal(again, images)
         assert current.read_bytes() != damaged  # rewritten, not left to fail again
+
+
+def test_submitits_verdict_on_a_slurm_job_is_found_inside_a_librarys_error(monkeypatch):
+    # submitit's signal handler raises it wherever the job is; Lightning's logger wraps it in a ValueError
+    from submitit.core.utils import UncompletedJobError
+
+    def wrapped():
+        try:
+            raise UncompletedJobError("Job not requeued because: timed-out too many times.")
+        except UncompletedJobError as e:
+            raise ValueError("\n you tried to log nan") from e
+
+    with pytest.raises(ValueError) as caught:
+        wrapped()
+    assert slurm_verdict(caught.value) is caught.value  # outside a Slurm job, errors are as raised
+    monkeypatch.setenv("SUBMITIT_EXECUTOR", "slurm")
+    assert str(slurm_verdict(caught.value)) == "Job not requeued because: timed-out too many times."
+    other = RuntimeError("boom")
+    assert slurm_verdict(other) is other
