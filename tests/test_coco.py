@@ -232,7 +232,7 @@ def test_train_py_stops_with_one_line_and_loses_nothing(tiny_coco, tmp_path):
 def test_a_few_training_steps_on_a_tiny_coco_set_of_68_point_faces(tiny_coco68, tmp_path):
     run = tmp_path / "run"
     proc = run_train(tmp_path, "data=coco", f"data.dir={tiny_coco68}", "keypoints=ibug68", "data.groups=person",
-                     "experiment=fast", "trainer.max_epochs=2", "data.batch_size=8", "averaging=ema",
+                     "experiment=fast", "trainer.max_epochs=2", "data.batch_size=4", "averaging=ema",
                      f"paths.cache_dir={tmp_path / 'cache'}", f"hydra.run.dir={run}", *TINY_HEATMAP)
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["epochs"] == 2 and metrics["n_train"] + metrics["n_valid"] == 24
