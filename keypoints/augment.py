@@ -45,7 +45,9 @@ def mirror_targets(y: torch.Tensor, flip_indices: list[tuple[int, int]], offset:
     """Targets (N, K) of mirrored faces: x negated (targets are scaled to [-1, 1] about the image
     centre) and the left/right `flip_indices` pairs swapped, then `offset` (mirror_offsets) added:
     where the labels' own habits put a mirrored face's keypoints, when that is not the exact mirror."""
-    sign, order = _mirror(y.shape[1], tuple(map(tuple, flip_indices)), y.device, y.dtype)
+    # Traced (torch.export's fake tensors), the tensors belong to the trace: made anew, never cached.
+    mirror = _mirror if type(y) is torch.Tensor else _mirror.__wrapped__
+    sign, order = mirror(y.shape[1], tuple(map(tuple, flip_indices)), y.device, y.dtype)
     mirrored = (y * sign)[:, order]
     return mirrored if offset is None else mirrored + offset.to(y)
 

@@ -205,7 +205,8 @@ class Search:
         settings = self.settings
         if settings.objective not in History.KEYS:
             raise UserError(f"error: hydra.sweeper.objective={settings.objective}: a run reports "
-                            f"{', '.join(History.KEYS)} after each epoch")
+                            f"{', '.join(History.KEYS[:3])} after each epoch, and {', '.join(History.KEYS[3:])} "
+                            f"where it predicts its keypoint set's nme pair")
         # The command line's sweeps join the space; its plain overrides, and the preset's params it does
         # not override, go to every trial.
         given = {o.key_or_group for o in OverridesParser.create().parse_overrides(arguments)}
