@@ -14,7 +14,8 @@ learned from the training faces, as keypoints.framefit learns a face finder's. A
 puts the set's `anchors` where they sit on average (`canonical`) in a crop whose mean face, all the
 set's keypoints, fills `data.fill` of the crop's side; the map is the median frame of the training
 faces as fractions of their boxes. Each face is then cropped from its box through the map, as detect
-crops from a face finder's box, and its keypoints that fall outside the crop count as missing.
+crops from a face finder's box, or (data.frame_by=anchors) from its labelled anchors, as detect
+re-frames a face from its predicted anchors; its keypoints that fall outside the crop count as missing.
 Crops are cached under `paths.cache_dir`, keyed by the annotation file's and the images' paths,
 sizes and modification times, the crop size and the map.
 """
@@ -208,13 +209,15 @@ class CocoDataModule(pl.LightningDataModule):
     an image field such as `person`) so that validation is on unseen people."""
 
     def __init__(self, dir: str, annotations: str, category: str | None, columns: list[str], keypoint_set: str,
-                 keypoints: list[str], anchors: list[str], size: int, fill: float, margin: float, drop_incomplete: bool,
+                 keypoints: list[str], anchors: list[str], size: int, fill: float, margin: float, frame_by: str,
+                 drop_incomplete: bool,
                  batch_size: int, valid_fraction: float, split_seed: int, cache_dir: str | None,
                  groups: str | None, exclude_groups: str | list | None):
         super().__init__()
         self.dir, self.annotations, self.category = Path(dir).expanduser(), annotations, category
         self.columns, self.keypoint_set, self.keypoints, self.anchors = list(columns), keypoint_set, list(keypoints), list(anchors)
         self.size, self.fill, self.drop_incomplete = size, fill, drop_incomplete
+        self.frame_by = frame_by
         self.margin = round(margin * size)  # px on each side of a training face, cut off after augmentation
         self.batch_size, self.valid_fraction, self.split_seed = batch_size, valid_fraction, split_seed
         self.cache_dir, self.groups, self.exclude_groups = cache_dir, groups, exclude_groups
@@ -222,6 +225,9 @@ class CocoDataModule(pl.LightningDataModule):
     def setup(self, stage: str | None = None):
         if hasattr(self, "train_set"):
             return
+        if self.frame_by not in ("box", "anchors"):
+            raise DataError(f"data.frame_by={self.frame_by}: expected box (each face framed from its box through "
+                            f"the learned map) or anchors (from its labelled anchors, as detect re-frames)")
         coco = self.coco = read(self.dir / self.annotations, self.category)
         unknown = [c for c in self.columns if c[-2:] not in ("_x", "_y") or c[:-2] not in self.keypoints]
         if unknown:
@@ -242,11 +248,11 @@ class CocoDataModule(pl.LightningDataModule):
                             f"{left_out.sum()} excluded, {held_out.sum()} held out)")
         canonical = canonical_face(coco.points[train][:, keypoints], coco.boxes[train], self.fill, self.size)
         self.canonical = dict(zip(self.anchors, canonical[[self.keypoints.index(a) for a in self.anchors]]))
-        frames = anchor_frames(coco.points[train][:, anchors], np.array(list(self.canonical.values())), self.size)
-        framed = [(box, f) for box, f in zip(coco.boxes[train], frames) if f is not None]
+        self.frames = anchor_frames(coco.points[:, anchors], np.array(list(self.canonical.values())), self.size)
+        framed = [(box, f) for box, f in zip(coco.boxes[train], np.array(self.frames, object)[train]) if f is not None]
         if not framed:
             raise DataError(f"{coco.path}: no training face has two of the anchors {self.anchors} labelled")
-        self.box_to_frame, self.fit_stats = framefit.medians([framefit.box_ratios(b, f) for b, f in framed], len(frames))
+        self.box_to_frame, self.fit_stats = framefit.medians([framefit.box_ratios(b, f) for b, f in framed], int(train.sum()))
         faces, points = self._crops(coco)  # with the margin
         wanted = [keypoints[self.keypoints.index(c[:-2])] * 2 + (c[-1] == "y") for c in self.columns]
         targets = points.reshape(len(points), -1)[:, wanted]
@@ -276,8 +282,9 @@ class CocoDataModule(pl.LightningDataModule):
         return np.array(values, object)
 
     def _key(self, coco: Coco) -> str:
-        """What the crops depend on: the files (paths, sizes, modification times), the crop size, the map
-        and the resampling; a missing image is reported here."""
+        """What the crops depend on: the files (paths, sizes, modification times), the crop size, the
+        framing (by box: the map; by anchors: where they sit) and the resampling; a missing image is
+        reported here."""
         stats = []
         for i, file in enumerate(coco.files):
             try:
@@ -287,7 +294,8 @@ class CocoDataModule(pl.LightningDataModule):
             stats.append(f"{file.resolve()}:{stat.st_size}:{stat.st_mtime_ns}")
         stat = coco.path.stat()
         key = [CACHE_VERSION, str(coco.path.resolve()), stat.st_size, stat.st_mtime_ns, coco.category, self.size,
-               self.margin, self.max_step, sorted(self.box_to_frame.items()), hashlib.sha1("\n".join(stats).encode()).hexdigest()]
+               self.margin, self.max_step, sorted(self.box_to_frame.items()), self.frame_by,
+               {a: p.tolist() for a, p in self.canonical.items()} if self.frame_by == "anchors" else None, hashlib.sha1("\n".join(stats).encode()).hexdigest()]
         return hashlib.sha1(json.dumps(key).encode()).hexdigest()[:16]
 
     @property
@@ -299,7 +307,8 @@ class CocoDataModule(pl.LightningDataModule):
         return float(OmegaConf.load(SETTINGS).max_step)
 
     def _crops(self, coco: Coco) -> tuple[np.ndarray, np.ndarray]:
-        """Every face cropped from its box through the map with the margin all round, (F, side, side)
+        """Every face cropped with the margin all round, framed from its box through the map or, with
+        frame_by anchors, from its labelled anchors (its box where it has fewer than two), (F, side, side)
         uint8 (side: size + 2 margin), and the category's keypoints in the crop's pixels (F, K, 2), NaN
         where unlabelled or outside the crop; from the cache where it holds them."""
         self.key = self._key(coco)
@@ -318,7 +327,8 @@ class CocoDataModule(pl.LightningDataModule):
         for i in np.unique(coco.image):
             grey = self._photo(coco, i)
             for f in np.flatnonzero(coco.image == i):
-                face = framing.from_box(coco.boxes[f], self.box_to_frame, self.size)
+                face = self.frames[f] if self.frame_by == "anchors" and self.frames[f] is not None else \
+                    framing.from_box(coco.boxes[f], self.box_to_frame, self.size)
                 frame = framing.Frame(face.cx, face.cy, face.size * side / self.size, side)  # the same scale
                 faces[f] = frame.crop(grey, max_step)
                 points[f] = frame.to_crop(coco.points[f])
@@ -366,7 +376,7 @@ class CocoDataModule(pl.LightningDataModule):
                 "canonical": {a: [round(float(v), 3) for v in p] for a, p in self.canonical.items()},
                 "annotation_box_to_frame": {k: round(v, 4) for k, v in self.box_to_frame.items()},
                 "data": {"annotations": str(self.coco.path), "training_faces": int(self.training.sum()),
-                         "fill": self.fill, "crops": self.key}}
+                         "fill": self.fill, "frame_by": self.frame_by, "crops": self.key}}
 
     def train_dataloader(self):
         return DataLoader(self.train_set, self.batch_size, shuffle=True, collate_fn=as_is)

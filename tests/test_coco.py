@@ -68,6 +68,22 @@ def test_training_faces_carry_a_margin_of_the_photo_that_training_cuts_off(tiny_
     assert repeated < 0.2 * photo
 
 
+def test_faces_framed_by_their_anchors_put_them_where_they_sit_on_average(tiny_coco68):
+    """data.frame_by=anchors: each face's crop is the frame that puts its labelled anchors nearest their
+    canonical places, as detect re-frames a face; framed by the box, they only scatter about them."""
+    for frame_by, exact in (("anchors", True), ("box", False)):
+        data = datamodule(tiny_coco68, f"data.frame_by={frame_by}", "data.margin=0", keypoints="ibug68")
+        x, y, mask = data.train_set[:]
+        anchors = [data.keypoints.index(a) for a in data.anchors]
+        canonical = np.array(list(data.canonical.values()))
+        for points in (y.numpy() * 48 + 48).reshape(len(y), -1, 2)[:, anchors]:
+            frame = framing.from_points(points, canonical, False, 96)
+            close = np.allclose([frame.cx, frame.cy, frame.size], [48, 48, 96], atol=1e-3)
+            assert close if exact else not close
+    with pytest.raises(DataError, match=r"^data.frame_by=jaw: expected box \(each face framed from its box"):
+        datamodule(tiny_coco68, "data.frame_by=jaw", keypoints="ibug68")
+
+
 def test_visibility_0_is_missing_and_the_masked_loss_skips_it(tiny_coco):
     annotations = json.loads((tiny_coco / "annotations.json").read_text())
     unlabelled = sum(t == 0 for a in annotations["annotations"] for t in a["keypoints"][2::3])
