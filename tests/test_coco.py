@@ -30,7 +30,7 @@ def datamodule(directory, *overrides, keypoints="kaggle15", specialist="all", ca
 # --- reading and framing -------------------------------------------------------------------------
 
 def test_each_face_is_cropped_from_its_box_through_the_learned_map_with_its_keypoints(tiny_coco):
-    data = datamodule(tiny_coco, "data.valid_fraction=0.25", "loss=masked", "data.margin=0")
+    data = datamodule(tiny_coco, "data.valid_fraction=0.25", "loss=masked", "data.margin=0", "data.frame_by=box")
     annotations = json.loads((tiny_coco / "annotations.json").read_text())
     x, y, mask = data.train_set[:]
     assert x.shape[1:] == (1, 96, 96) and y.shape[1] == len(KAGGLE15.columns)
@@ -122,7 +122,7 @@ def test_boxes_drawn_otherwise_give_the_same_faces(tiny_coco, tmp_path):
     wide = tmp_path / "wide"
     shutil.copytree(tiny_coco, wide)
     (wide / "annotations.json").write_text(json.dumps(annotations))
-    tight, loose = datamodule(tiny_coco), datamodule(wide)
+    tight, loose = datamodule(tiny_coco, "data.frame_by=box"), datamodule(wide, "data.frame_by=box")
     assert loose.box_to_frame["size"] == pytest.approx(tight.box_to_frame["size"] / 1.5, rel=1e-6)
     np.testing.assert_allclose(loose.valid_set[:][1], tight.valid_set[:][1], atol=1e-5)
 
