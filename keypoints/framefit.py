@@ -184,8 +184,8 @@ def fit_run(run: str | Path, datamodule=None) -> Path:
             "fit": stats, "annotation_box_to_frame": framed["annotation_box_to_frame"], "data": framed["data"]}
     out = run / RUN_FIT
     out.write_text(f"# Written by `python -m keypoints.framefit --run {run}` (training runs it at its end): do not "
-                   f"edit.\n{HEADER}# annotation_box_to_frame: the same for the annotations' boxes, which framed the "
-                   f"training crops.\n" + yaml.safe_dump(body, sort_keys=False))
+                   f"edit.\n{HEADER}# annotation_box_to_frame: the same for the annotations' boxes (the training crops' "
+                   f"frames with data.frame_by=box).\n" + yaml.safe_dump(body, sort_keys=False))
     return out
 
 
