@@ -65,7 +65,8 @@ def main() -> None:
     ax.set_yscale("log")
     ax.yaxis.set_major_locator(NullLocator())
     ax.yaxis.set_minor_locator(TICKS)
-    ax.yaxis.set_minor_formatter(FormatStrFormatter("%.1f"))
+    # RMSE ticks lie 0.1 px apart; NME ticks, on a narrow range, may lie closer
+    ax.yaxis.set_minor_formatter(FormatStrFormatter("%.1f" if args.metric == "valid_rmse_px" else "%.3g"))
     ax.grid(True, which="both", alpha=0.3)
     ax.legend()
     fig.tight_layout()
