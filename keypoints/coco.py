@@ -1,5 +1,5 @@
 """The COCO reader: keypoints in COCO format (what CVAT, Label Studio, Roboflow and mmpose export), each
-annotated face framed from its box and cropped to data.size px grey, cached.
+annotated face framed (from its anchors, or its box) and cropped to data.size px grey, cached.
 
     python train.py data=coco data.dir=DIR keypoints=SET [data.groups=person]
 
@@ -13,9 +13,10 @@ The framing (keypoints.framing): every dataset draws its boxes its own way, so t
 learned from the training faces, as keypoints.framefit learns a face finder's. A face's target frame
 puts the set's `anchors` where they sit on average (`canonical`) in a crop whose mean face, all the
 set's keypoints, fills `data.fill` of the crop's side; the map is the median frame of the training
-faces as fractions of their boxes. Each face is then cropped from its box through the map, as detect
-crops from a face finder's box, or (data.frame_by=anchors) from its labelled anchors, as detect
-re-frames a face from its predicted anchors; its keypoints that fall outside the crop count as missing.
+faces as fractions of their boxes. Each face is then cropped from that target frame of its labelled
+anchors (data.frame_by=anchors, the default), as detect re-frames a face from its predicted anchors,
+or from its box through the map (data.frame_by=box, and faces with fewer than two anchors labelled), as
+detect frames a face finder's box; its keypoints that fall outside the crop count as missing.
 Crops are cached under `paths.cache_dir`, keyed by the annotation file's and the images' paths,
 sizes and modification times, the crop size and the map.
 """
