@@ -19,8 +19,10 @@ def main(cfg: DictConfig) -> float:
         else:  # a Slurm job started again goes on where it was preempted
             cfg, resume_from = requeued(cfg)
         metrics = fit(cfg, resume_from)
-    print(f"valid RMSE: {metrics['valid_rmse_px']:.3f} px (best epoch {metrics['best_epoch']}, "
-          f"{metrics['epochs']} epochs, {metrics['wall_time_s']:.0f} s)")
+    nme = metrics["valid_nme_pct"]
+    print(f"valid RMSE: {metrics['valid_rmse_px']:.3f} px"
+          + (f", NME {nme:.2f} %, failure rate {metrics['valid_failure_pct']:.1f} %" if nme is not None else "")
+          + f" (best epoch {metrics['best_epoch']}, {metrics['epochs']} epochs, {metrics['wall_time_s']:.0f} s)")
     print(f"logs: tensorboard --logdir {cfg.paths.output_dir}")
     return metrics["valid_rmse_px"]
 

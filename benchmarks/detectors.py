@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from keypoints import detect, framing, images
+from keypoints import detect, framing, images, keypointset
 from keypoints.faces import Cascade, DlibHog
 from keypoints.framefit import anchor_points, box_ratios, face_in, labelled_anchors, training_faces
 
@@ -89,9 +89,10 @@ def main():
     labels = pd.read_csv(args.photos / "keypoints.csv")
     greys = [images.grey(images.read(args.photos / f)) for f in labels["file"]]
     cfg = detect.settings()
-    truth = anchor_points(labels, list(cfg.anchors))
+    anchors = keypointset.load("kaggle15").anchors  # the photos' labels are Kaggle's
+    truth = anchor_points(labels, anchors)
     rows, faces = training_faces(args.data, args.photos / "keypoints.csv")
-    points = labelled_anchors(rows, list(cfg.anchors))[0]
+    points = labelled_anchors(rows, anchors)[0]
     canonical = points.mean(0)
     print(f"the training faces' own anchors scatter by {np.sqrt(((points - canonical) ** 2).sum(2).mean()):.2f} px "
           f"(RMS distance from their mean places)")

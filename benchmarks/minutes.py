@@ -1,5 +1,5 @@
-"""How good in how many minutes: valid RMSE against each run's CPU minutes, one line per recipe, from
-the runs' metrics.json; writes the figure and prints the table behind it (markdown), with each
+"""How good in how many minutes: valid RMSE (or `--metric valid_nme_pct`, the NME) against each run's CPU
+minutes, one line per recipe, from the runs' metrics.json; writes the figure and prints the table behind it (markdown), with each
 run's wall time as a ratio to a reference run's. The runs must have trained in one precision (their
 config.yaml says which), timed side by side on one machine. RESULTS.md's command:
 
@@ -37,11 +37,14 @@ def main() -> None:
     parser.add_argument("recipes", nargs="+", help='"LABEL=RUN_DIR,RUN_DIR,..." per recipe, runs in any order')
     parser.add_argument("--reference", type=Path, required=True, help="the run whose wall time the ratios divide by")
     parser.add_argument("--out", type=Path, required=True, help="the PNG to write")
+    parser.add_argument("--metric", default="valid_rmse_px", choices=["valid_rmse_px", "valid_nme_pct"],
+                        help="the metrics.json value to plot")
     args = parser.parse_args()
+    measure = {"valid_rmse_px": "valid RMSE px", "valid_nme_pct": "valid NME %"}[args.metric]
     reference = metrics(args.reference)
     precisions = {reference["precision"]}
     fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=100)
-    print("| recipe | run | epochs | wall (min) | wall / reference | valid RMSE px (unseen people) |")
+    print(f"| recipe | run | epochs | wall (min) | wall / reference | {measure} (unseen people) |")
     print("| --- | --- | ---: | ---: | ---: | ---: |")
     for recipe in args.recipes:
         label, _, dirs = recipe.partition("=")
@@ -49,7 +52,7 @@ def main() -> None:
             raise SystemExit(f'error: "{recipe}": expected LABEL=RUN_DIR[,RUN_DIR...]')
         runs = [(metrics(Path(d)), d) for d in dirs.split(",")]
         precisions |= {m["precision"] for m, _ in runs}
-        points = sorted((m["wall_time_s"], m["valid_rmse_px"], m["epochs"], d) for m, d in runs)
+        points = sorted((m["wall_time_s"], m[args.metric], m["epochs"], d) for m, d in runs)
         for wall, rmse, epochs, d in points:
             print(f"| {label} | `{d}` | {epochs} | {wall / 60:.1f} | {wall / reference['wall_time_s']:.2f} | {rmse:.3f} |")
         ax.plot([p[0] / 60 for p in points], [p[1] for p in points], "o-", label=label)
@@ -58,11 +61,12 @@ def main() -> None:
                          "expected runs timed side by side on one machine")
     ax.set_xlabel(f"CPU minutes (trainer.precision {precisions.pop()}); "
                   f"reference run: {reference['wall_time_s'] / 60:.1f} min")
-    ax.set_ylabel("valid RMSE on unseen people (px)")
+    ax.set_ylabel(f"{measure} on unseen people")
     ax.set_yscale("log")
     ax.yaxis.set_major_locator(NullLocator())
     ax.yaxis.set_minor_locator(TICKS)
-    ax.yaxis.set_minor_formatter(FormatStrFormatter("%.1f"))
+    # RMSE ticks lie 0.1 px apart; NME ticks, on a narrow range, may lie closer
+    ax.yaxis.set_minor_formatter(FormatStrFormatter("%.1f" if args.metric == "valid_rmse_px" else "%.3g"))
     ax.grid(True, which="both", alpha=0.3)
     ax.legend()
     fig.tight_layout()

@@ -69,35 +69,45 @@ def kfkd(detector: detect.Detector, greys, truth, refine: int) -> tuple[dict, li
     return {"found": found, "scores": [score(p, truth) for p in per_pass]}, seconds
 
 
-def dlib_baseline(colour, truth):
-    """dlib's HOG detector (upsampling once) and 68-point shape predictor, reduced to the 15 keypoints."""
+def dlib_landmarks(colour: list[np.ndarray]):
+    """dlib's HOG detector (upsampling once) and 68-point shape predictor on each RGB photo: its faces
+    (box, and the 68 iBUG points as dlib gives them, whole pixel indices) and the seconds each stage
+    took; None, with a message, where dlib or its model is not installed (pip install '.[compare]')."""
     if importlib.util.find_spec("dlib") is None or importlib.util.find_spec("face_recognition_models") is None:
         print("dlib skipped: pip install dlib-bin face-recognition-models to compare with it")
         return None
     import dlib
 
+    # face_recognition_models' own lookup needs pkg_resources: its model file is found by path instead.
     models = Path(importlib.util.find_spec("face_recognition_models").origin).parent / "models"
     finder = dlib.get_frontal_face_detector()
     shape = dlib.shape_predictor(str(models / "shape_predictor_68_face_landmarks.dat"))
-    predicted, found, seconds = [], 0, []
-    for image, t in zip(colour, truth):
+    found, seconds = [], []
+    for image in colour:
         start = time.perf_counter()
         boxes = finder(image, 1)
         middle = time.perf_counter()
-        faces = []
-        for box in boxes:
-            parts = shape(image, box).parts()
-            points = np.array([[p.x, p.y] for p in parts], np.float64)  # pixel indices: see main()
-            faces.append(detect.Face(np.array([box.left(), box.top(), box.right() + 1, box.bottom() + 1], float),
-                                     np.array([points[i].mean(0) for i in IBUG])))
+        faces = [detect.Face(np.array([b.left(), b.top(), b.right() + 1, b.bottom() + 1], float),
+                             np.array([[p.x, p.y] for p in shape(image, b).parts()], np.float64)) for b in boxes]
         seconds.append({"detect": middle - start, "predict": time.perf_counter() - middle})
+        found.append(faces)
+    return found, seconds
+
+
+def dlib_baseline(colour, truth):
+    """dlib's 68 points reduced to the 15 keypoints, on the photo's labelled face."""
+    landmarks = dlib_landmarks(colour)
+    if landmarks is None:
+        return None
+    predicted, found = [], 0
+    for faces, t in zip(landmarks[0], truth):
         face = labelled_face(faces, t)
         found += face is not None
-        predicted.append(None if face is None else face.keypoints)
+        predicted.append(None if face is None else np.array([face.keypoints[i].mean(0) for i in IBUG]))
     # dlib's landmarks are pixel indices (a pixel's centre is its index); the labels put a pixel's
     # centre at index + 0.5. The photos' README's 2.42 px takes dlib's as they are.
     return {"found": found, "score": score(predicted, truth),
-            "score, pixel centres": score([None if p is None else p + 0.5 for p in predicted], truth)}, seconds
+            "score, pixel centres": score([None if p is None else p + 0.5 for p in predicted], truth)}, landmarks[1]
 
 
 def ceiling(model: str, tta: str | None, labels: pd.DataFrame, truth: np.ndarray, data: Path) -> float:
@@ -176,7 +186,7 @@ def main():
                          "found": f"{baseline[0]['found']}/{len(labels)}",
                          "score px": round(baseline[0][key], 3), "ms per photo": per_photo_ms(baseline[1])})
     print(pd.DataFrame(rows).to_string(index=False))
-    anchors = [KAGGLE15.names.index(a) for a in cfg.anchors]
+    anchors = [KAGGLE15.names.index(a) for a in detector.anchor_names]
     faces = np.stack([framing.from_points(t[anchors], detector.canonical, False, detector.model.size).crop(g, cfg.max_step)
                       for g, t in zip(greys, truth)])
     runtime(args.model, faces[:, None].astype(np.float32) / 255, args.repeats)

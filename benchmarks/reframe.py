@@ -37,7 +37,7 @@ def main():
         sys.exit(f"error: {error}")
     truth = truth.reshape(len(truth), -1, 2)
     cfg = detect.settings()
-    anchors = [KAGGLE15.names.index(a) for a in cfg.anchors]
+    anchors = [KAGGLE15.names.index(a) for a in KAGGLE15.anchors]
     keep = ~np.isnan(truth[:, anchors]).any((1, 2))
     faces, truth = (x.numpy()[keep, 0] * 255).round().astype(np.uint8), truth[keep]
     photos, placed = [framefit.as_photo(f) for f in faces], framefit.in_photo(truth, faces.shape[-1])

@@ -45,7 +45,9 @@ def mirror_targets(y: torch.Tensor, flip_indices: list[tuple[int, int]], offset:
     """Targets (N, K) of mirrored faces: x negated (targets are scaled to [-1, 1] about the image
     centre) and the left/right `flip_indices` pairs swapped, then `offset` (mirror_offsets) added:
     where the labels' own habits put a mirrored face's keypoints, when that is not the exact mirror."""
-    sign, order = _mirror(y.shape[1], tuple(map(tuple, flip_indices)), y.device, y.dtype)
+    # Traced (torch.export's fake tensors), the tensors belong to the trace: made anew, never cached.
+    mirror = _mirror if type(y) is torch.Tensor else _mirror.__wrapped__
+    sign, order = mirror(y.shape[1], tuple(map(tuple, flip_indices)), y.device, y.dtype)
     mirrored = (y * sign)[:, order]
     return mirrored if offset is None else mirrored + offset.to(y)
 
@@ -53,6 +55,24 @@ def mirror_targets(y: torch.Tensor, flip_indices: list[tuple[int, int]], offset:
 def unmirror_predictions(y: torch.Tensor, flip_indices: list[tuple[int, int]], offset: torch.Tensor | None = None) -> torch.Tensor:
     """A mirrored face's predicted targets, mirrored back: the inverse of mirror_targets."""
     return mirror_targets(y if offset is None else y - offset.to(y), flip_indices)
+
+
+def inside(y: torch.Tensor) -> torch.Tensor:
+    """Which targets (N, K) belong to keypoints within the face, [-1, 1] in both x and y."""
+    points = y.reshape(len(y), -1, 2)
+    return (points.abs() <= 1).all(2, keepdim=True).expand_as(points).reshape(y.shape)
+
+
+def centre_crop(x: torch.Tensor, y: torch.Tensor, mask: torch.Tensor, size: int):
+    """The middle `size` x `size` of faces x cropped with a margin (keypoints.coco's `data.margin`,
+    so that shifted, turned and zoomed training faces show the photo rather than repeated edge
+    pixels), targets rescaled to it; keypoints outside it become missing. Faces of `size` pass as they are."""
+    if x.shape[-1] == size:
+        return x, y, mask
+    m = (x.shape[-1] - size) // 2
+    y = y * (x.shape[-1] / size)
+    mask = mask * inside(y)
+    return x[..., m:m + size, m:m + size], y * mask, mask
 
 
 class Flip:
@@ -118,10 +138,9 @@ class Affine:
         grid = F.affine_grid(theta, list(x.shape), align_corners=False)
         # Edge pixels are repeated rather than black corners no real photo has.
         x = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
-        points = y.reshape(len(y), -1, 2) @ a.transpose(1, 2) + b.unsqueeze(1)  # columns alternate x, y
-        inside = (points.abs() <= 1).all(2, keepdim=True).expand_as(points).reshape(y.shape)
-        mask = mask * inside
-        return x, points.reshape(y.shape) * mask, mask
+        points = (y.reshape(len(y), -1, 2) @ a.transpose(1, 2) + b.unsqueeze(1)).reshape(y.shape)  # x, y alternate
+        mask = mask * inside(points)
+        return x, points * mask, mask
 
     def __call__(self, x, y, mask):
         return self.apply(x, y, mask, *self.matrices(len(x), x.shape[-1], x.device, y.dtype))

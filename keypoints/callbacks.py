@@ -48,9 +48,10 @@ class EarlyStopping(pl.callbacks.EarlyStopping):
 
 
 class History(pl.Callback):
-    """Per-epoch train loss, valid loss and valid RMSE, for metrics.json and learning-curve plots."""
+    """Per-epoch train loss, valid loss, valid RMSE and, where the run has them, valid NME and failure
+    rate (keypoints.metrics), for metrics.json and learning-curve plots."""
 
-    KEYS = ("train_loss", "valid_loss", "valid_rmse_px")
+    KEYS = ("train_loss", "valid_loss", "valid_rmse_px", "valid_nme_pct", "valid_failure_pct")
 
     def __init__(self):
         self.epochs: list[dict] = []

@@ -5,16 +5,19 @@
 MODEL: a run directory, a checkpoint, a sweep directory (its nets assembled as `submit` does) or an
 exported .onnx file (run by onnxruntime, without torch). Writes DIR/keypoints.csv (file, face, box,
 the columns of the model's keypoint set in the photo's pixels) and DIR/<photo stem>.png (the photo
-with boxes and keypoints drawn). The Python API:
+with boxes, the set's skeleton and keypoints drawn). A face finder's box is framed through the map
+learned for the model's training faces: conf/framing.yaml for models of Kaggle-format crops, a COCO
+run's own RUN/framing.yaml (carried into an exported model's metadata). The Python API:
 
     detector = Detector("outputs/runs/RUN")            # load once
     for face in detector(image):                       # image: (H, W) or (H, W, 3) uint8 array
-        face.box, face.keypoints                       # (4,) and (K, 2) in the image's pixels (kaggle15: K = 15)
+        face.box, face.keypoints                       # (4,) and (K, 2) in the image's pixels (K: the set's keypoints)
 """
 from __future__ import annotations
 
 import argparse
 import csv
+import logging
 import math
 import os
 import sys
@@ -35,6 +38,7 @@ SETTINGS, FRAMING = ROOT / "conf" / "detect.yaml", ROOT / "conf" / "framing.yaml
 HEADER = ["file", "face", "box_left", "box_top", "box_right", "box_bottom"]  # then the keypoint set's columns
 STAMP = ("Software", "kfkd detect")  # marks the PNGs this command wrote, which a later run may replace
 STAGES = ("detect", "frame", "predict")
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -50,34 +54,64 @@ class Found:
     seconds: dict[str, float] = field(default_factory=lambda: dict.fromkeys(STAGES, 0.0))
 
 
-def settings(path: Path = SETTINGS, fitted: Path = FRAMING):
-    """conf/detect.yaml with the box-to-frame map that conf/framing.yaml holds for its finder, and
-    where its anchors sit in faces of `canonical_size` pixels."""
-    cfg, fit = OmegaConf.load(path), OmegaConf.load(fitted)
-    same_finder = OmegaConf.to_container(cfg.finder) == OmegaConf.to_container(fit.finder)
-    if not same_finder or list(cfg.anchors) != list(fit.canonical):
-        raise DataError(f"{fitted}: fitted for another finder or other anchors than {path}'s; "
-                        f"refit with python -m keypoints.framefit")
-    return OmegaConf.merge(cfg, {"canonical": fit.canonical, "canonical_size": fit.size, "box_to_frame": fit.box_to_frame})
+def settings(path: Path = SETTINGS, fitted: Path | tuple[str, dict] = FRAMING):
+    """conf/detect.yaml with a framing fit: the box-to-frame map of its finder, and where the anchors sit
+    in faces of `canonical_size` pixels. `fitted`: conf/framing.yaml (models trained on Kaggle-format
+    crops), or a model's own fit as (where it is, its contents): a COCO run's RUN/framing.yaml, or
+    an exported model's metadata. A fit for another finder, or one without a map, is refused."""
+    cfg = OmegaConf.load(path)
+    source, fit = (str(fitted), OmegaConf.load(fitted)) if isinstance(fitted, (str, Path)) else (fitted[0], OmegaConf.create(fitted[1]))
+    refit = ("python -m keypoints.framefit" if Path(source) == FRAMING else
+             f"python -m keypoints.framefit --run {Path(source).parent}" if source.endswith(".yaml") else
+             "python -m keypoints.framefit --run RUN for the run it was exported from, then export it again")
+    if OmegaConf.to_container(cfg.finder) != OmegaConf.to_container(fit.finder):
+        raise DataError(f"{source}: fitted for another finder than {path}'s; refit with {refit}")
+    if fit.box_to_frame is None:
+        raise DataError(f"{source}: the finder found none of the {fit.fit.faces} training faces, so there is no "
+                        f"box-to-frame map for it; choose another finder in {path}, then {refit}")
+    return OmegaConf.merge(cfg, {"canonical": fit.canonical, "canonical_size": fit.size, "box_to_frame": fit.box_to_frame,
+                                 "keypoint_set": fit.get("keypoint_set"), "framing": source})
+
+
+def boxes(finder, grey: np.ndarray, max_side: int) -> np.ndarray:
+    """The finder's boxes in the photo's pixels; a photo larger than max_side is searched reduced."""
+    factor = math.ceil(max(grey.shape) / max_side)
+    small = np.asarray(Image.fromarray(grey).reduce(factor)) if factor > 1 else grey
+    found = finder(small) * factor
+    return found[np.argsort(found[:, 0], kind="stable")]  # faces numbered left to right
 
 
 class Detector:
     """Faces and their keypoints in images. `model`: a run, checkpoint or sweep directory, an .onnx
-    file, or a loaded model (keypoints.inference); `tta="flip"` averages with the mirrored face."""
+    file, or a loaded model (keypoints.inference); `tta="flip"` averages with the mirrored face; `cfg`:
+    detect's settings with a framing fit (default: `settings` with the model's own fit)."""
 
     def __init__(self, model, tta: str | None = None, cfg=None):
         from hydra.utils import instantiate
 
-        self.cfg = cfg if cfg is not None else settings()
-        self.model = model if callable(model) else inference.load(model, tta == "flip", self.cfg.batch_size)
+        batch_size = (cfg if cfg is not None else OmegaConf.load(SETTINGS)).batch_size
+        self.model = model if callable(model) else inference.load(model, tta == "flip", batch_size)
+        self.cfg = cfg if cfg is not None else settings(fitted=getattr(self.model, "framing", None) or FRAMING)
         self.finder = instantiate(self.cfg.finder)
-        # The anchors' places in the model's faces (framing.yaml's are in faces of canonical_size pixels).
-        self.canonical = np.array(list(self.cfg.canonical.values()), np.float64) * (self.model.size / self.cfg.canonical_size)
-        names = columns(list(self.cfg.canonical))
+        anchors = [a for a in self.cfg.canonical if a in self.model.keypoints]
+        if len(anchors) < 2:  # a fit for other faces: its map frames them otherwise
+            raise DataError(f"{self.cfg.framing}: a framing fit for the anchors of keypoint set "
+                            f"{self.cfg.keypoint_set or 'kaggle15'} ({', '.join(self.cfg.canonical)}), but the model "
+                            f"predicts keypoint set {getattr(self.model, 'keypoint_set', '?')}; detect needs the fit "
+                            f"made for the model's training faces (a COCO run's RUN/framing.yaml)")
+        # The anchors' places in the model's faces (the fit's are in faces of canonical_size pixels).
+        scale = self.model.size / self.cfg.canonical_size
+        self.anchor_names = anchors
+        self.canonical = np.array([self.cfg.canonical[a] for a in anchors], np.float64) * scale
+        names = columns(anchors)
         self.anchors = [self.model.columns.index(c) for c in names] if set(names) <= set(self.model.columns) else None
+        if self.anchors is None and self.cfg.refine:
+            log.warning(f"detect: no re-framing: the model predicts none or only some of the anchors {anchors}")
         every = columns(self.model.keypoints)
         self.header = HEADER + every
         self.columns = [every.index(c) for c in self.model.columns]
+        self.skeleton = [(self.model.keypoints.index(a), self.model.keypoints.index(b))
+                         for a, b in getattr(self.model, "skeleton", [])]
 
     def __call__(self, image: np.ndarray) -> list[Face]:
         """The faces in an image array, (H, W) grey or (H, W, 3) RGB, uint8."""
@@ -106,11 +140,8 @@ class Detector:
         return found, passes
 
     def boxes(self, grey: np.ndarray) -> np.ndarray:
-        """The finder's boxes in the photo's pixels; a photo larger than max_side is searched reduced."""
-        factor = math.ceil(max(grey.shape) / self.cfg.max_side)
-        small = np.asarray(Image.fromarray(grey).reduce(factor)) if factor > 1 else grey
-        boxes = self.finder(small) * factor
-        return boxes[np.argsort(boxes[:, 0], kind="stable")]  # faces numbered left to right
+        """The finder's boxes in the photo's pixels."""
+        return boxes(self.finder, grey, self.cfg.max_side)
 
     def predict(self, grey: np.ndarray, frames: list[framing.Frame], seconds: dict) -> list[np.ndarray]:
         """The model's columns, mapped to photo pixels, for each frame: (len(columns),) arrays."""
@@ -176,13 +207,17 @@ def _ours(path: Path) -> bool:
         return False
 
 
-def draw(image: Image.Image, found: Found, path: Path) -> None:
-    """The photo with each face's box (green; red when too small to frame) and keypoints (red) drawn."""
+def draw(image: Image.Image, found: Found, path: Path, skeleton: list[tuple[int, int]]) -> None:
+    """The photo with each face's box (green; red when too small to frame), its keypoint set's skeleton
+    (yellow lines between keypoints `skeleton` pairs) and keypoints (red) drawn."""
     canvas = image.convert("RGB")
     pen = ImageDraw.Draw(canvas)
     width = max(1, round(max(canvas.size) / 400))
     for face in found.faces:
         pen.rectangle(face.box.tolist(), outline=(0, 255, 0), width=width)
+        for a, b in skeleton:
+            if np.isfinite(face.keypoints[[a, b]]).all():
+                pen.line(face.keypoints[[a, b]].reshape(-1).tolist(), fill=(255, 220, 0), width=width)
         r = max(1.5, (face.box[2] - face.box[0]) / 60)
         for x, y in face.keypoints[~np.isnan(face.keypoints[:, 0])]:
             pen.ellipse([x - r, y - r, x + r, y + r], fill=(255, 0, 0))
@@ -234,7 +269,7 @@ def main(argv: list[str] | None = None) -> None:
             rows.append([str(path), i, *np.round(face.box, 2).tolist(),
                          *["" if np.isnan(v) else round(float(v), 2) for v in face.keypoints.reshape(-1)]])
         faces, small = faces + len(found.faces), small + len(found.too_small)
-        draw(image, found, drawing)
+        draw(image, found, drawing, detector.skeleton)
     staged = table.with_name(f".{table.name}.{os.getpid()}")
     with open(staged, "w", newline="") as f:
         csv.writer(f).writerows([detector.header, *rows])

@@ -7,13 +7,15 @@ are assembled from its nets as `submit` assembles them (keypoints.runs). The gra
 `faces` (N, 1, size, size) float32 in [0, 1], any N, size the runs' data.size (Kaggle's: 96), and
 gives `keypoints` (N, len(columns)) in pixels of that face. Its metadata holds the column names
 (`kfkd_columns`, comma-separated, in the keypoint set's order), the set's keypoint names
-(`kfkd_keypoints`) and name (`kfkd_keypoint_set`), and `kfkd_tta`: `flip` when --tta flip built
-the mirrored pass into the graph.
+(`kfkd_keypoints`), name (`kfkd_keypoint_set`) and skeleton (`kfkd_skeleton`, JSON pairs of names),
+`kfkd_tta`: `flip` when --tta flip built the mirrored pass into the graph, and for runs trained on
+COCO data their framing fit (`kfkd_framing`, RUN/framing.yaml as JSON), which detect frames faces with.
 The default FILE is model.onnx (model_flip.onnx with --tta flip) in the run or sweep directory.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 import tempfile
@@ -25,7 +27,7 @@ import torch
 
 from keypoints import runs as trained
 from keypoints.errors import DataError
-from keypoints.inference import COLUMNS_KEY, KEYPOINTS_KEY, TTA_KEY
+from keypoints.inference import COLUMNS_KEY, FRAMING_KEY, KEYPOINTS_KEY, SET_KEY, SKELETON_KEY, TTA_KEY
 
 OPSET = 18
 
@@ -59,10 +61,13 @@ def export(model: str | Path, out: str | Path | None = None, flip: bool = False)
                               input_names=["faces"], output_names=["keypoints"], opset_version=OPSET, verbose=False,
                               dynamic_shapes=({0: torch.export.Dim("batch")},), external_data=False)
         graph = onnx.load(str(staged))
+        fit = trained.framing(found)
         onnx.helper.set_model_props(graph, {COLUMNS_KEY: ",".join(assembled.columns),
                                             KEYPOINTS_KEY: ",".join(assembled.keypoint_set.names),
-                                            "kfkd_keypoint_set": assembled.keypoint_set.name,
+                                            SET_KEY: assembled.keypoint_set.name,
+                                            SKELETON_KEY: json.dumps(assembled.keypoint_set.skeleton),
                                             TTA_KEY: "flip" if flip else "none",
+                                            **({FRAMING_KEY: json.dumps(fit[1])} if fit else {}),
                                             "kfkd_runs": ",".join(str(r.dir) for r in found)})
         onnx.checker.check_model(graph)
         onnx.save(graph, str(staged))

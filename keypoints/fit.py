@@ -12,19 +12,25 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.utilities import rank_zero_only
 
-from keypoints import keypointset
+from keypoints import framefit, keypointset
 from keypoints.callbacks import EarlyStopping, History
 from keypoints.cluster import preemption
 from keypoints.errors import DataError
 from keypoints.faults import RandomState, RunError, divergence, interruptible
 from keypoints.hardware import keep_freed_memory
+from keypoints.metrics import nme_pair
 from keypoints.module import KeypointsModule
 from keypoints.plots import log_sample_faces
 from keypoints.search import pruning
 from keypoints.specialists import init_from, spread_over_gpus
 
 log = logging.getLogger(__name__)
-FINAL_METRIC = "hp/valid_rmse_px"
+FINAL_METRICS = ("valid_rmse_px", "valid_nme_pct")  # TensorBoard's hyperparameter table: as hp/<name>
+
+
+def finals(module: KeypointsModule) -> tuple[str, ...]:
+    """The final metrics a run logs: the NME too where its net predicts the set's nme pair."""
+    return FINAL_METRICS if module.valid_nme is not None else FINAL_METRICS[:1]
 
 
 def build(cfg: DictConfig):
@@ -34,7 +40,8 @@ def build(cfg: DictConfig):
     if unknown:
         raise DataError(f"mirror.offsets: {unknown[0]!r} is not one of the keypoint set {keypoint_set.name}'s "
                         f"columns (conf/mirror)")
-    columns = keypoint_set.specialist(cfg.specialist).columns
+    specialist = keypoint_set.specialist(cfg.specialist)
+    columns = specialist.columns
     datamodule = instantiate(cfg.data, columns=columns)
     module = KeypointsModule(
         net=instantiate(cfg.net, n_outputs=len(columns)),
@@ -46,6 +53,7 @@ def build(cfg: DictConfig):
         averaging=instantiate(cfg.averaging) or None,
         size=cfg.data.size,
         cuda_graphs=cfg.cuda_graphs,
+        nme=nme_pair(specialist.keypoints, keypoint_set.nme),
     )
     # In a trial of a search (hparams_search=...), the callback that reports each epoch to the pruner;
     # in a Slurm job, the one that keeps Slurm's SIGTERM from stopping a run that submitit will requeue.
@@ -84,8 +92,8 @@ def start(cfg: DictConfig, fresh: bool):
     if fresh and cfg.init_from:  # resumed, every weight comes from the checkpoint; the source may have moved
         init_from(module.net, cfg.init_from)
     # TensorBoard's hyperparameter table: the resolved config (Lightning flattens it) against the
-    # final valid RMSE, which is logged once the best weights are restored (NaN until then).
-    trainer.logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True), {FINAL_METRIC: math.nan})
+    # final valid RMSE and NME, logged once the best weights are restored (NaN until then).
+    trainer.logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True), {f"hp/{k}": math.nan for k in finals(module)})
     return datamodule, module, trainer
 
 
@@ -126,12 +134,14 @@ def finish(trainer: pl.Trainer, module, datamodule, history: list[dict], best_ep
     logger, trainer.loggers = trainer.logger, []
     final = trainer.validate(module, datamodule=datamodule, verbose=False)[0]
     log_sample_faces(logger, module, datamodule.valid_set, epoch)
-    logger.log_metrics({FINAL_METRIC: final["valid_rmse_px"]}, step=len(history))
+    logger.log_metrics({f"hp/{k}": final[k] for k in finals(module)}, step=len(history))
     logger.finalize("success")
     metrics = {
         "train_loss": history[-1]["train_loss"] if history else None,
         "valid_loss": final["valid_loss"],
         "valid_rmse_px": final["valid_rmse_px"],
+        "valid_nme_pct": final.get("valid_nme_pct"),  # none where the run lacks the set's nme pair
+        "valid_failure_pct": final.get("valid_failure_pct"),
         "best_epoch": best_epoch,
         "diverged": divergence(history),
         "epochs": len(history),
@@ -141,5 +151,8 @@ def finish(trainer: pl.Trainer, module, datamodule, history: list[dict], best_ep
         "history": history,
     }
     if trainer.is_global_zero:  # under DDP every rank gets here with the same (synced) metrics
-        (Path(trainer.default_root_dir) / "metrics.json").write_text(json.dumps(metrics, indent=2))
+        out = Path(trainer.default_root_dir)
+        (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+        if hasattr(datamodule, "framing"):  # COCO data: how a face finder's box frames these faces, for detect
+            log.info(f"framing fit for detect: {framefit.fit_run(out, datamodule)}")
     return metrics

@@ -1,19 +1,30 @@
-"""Learn how a face finder's box maps to Kaggle's framing, from labelled faces; write conf/framing.yaml.
+"""Learn how a face's box maps to its frame, from labelled faces: the face finder's map that detect
+frames faces with, and the same medians for the boxes of COCO annotations (keypoints.coco).
 
     python -m keypoints.framefit [--data ../shared/data/realfaces] [--exclude ../shared/data/photos/keypoints.csv]
+    python -m keypoints.framefit --run RUN
 
-The target frame of a face is the one that puts its anchor keypoints (conf/detect.yaml's `anchors`: eye
-centres, bottom lip) where they sit on average in realfaces' training faces (`canonical`). The finder of conf/detect.yaml is
-run on every training face (upscaled and padded with its edge pixels, as the faces were cut from
-their photos) of the people not excluded; each found box gives the frame's centre and side as
-fractions of the box, and their medians are the map (`box_to_frame`). Rows of the excluded people
-(by default the shared photos' people, which the photos benchmark scores) are not used.
+The target frame of a face is the one that puts its anchor keypoints (the keypoint set's `anchors`) where
+they sit on average in the training faces (`canonical`). The finder of conf/detect.yaml is run on
+every training photo; each found box gives the frame's centre and side as fractions of the box, and
+their medians are the map (`box_to_frame`).
+
+- Without --run, for models trained on Kaggle-format crops (realfaces), into conf/framing.yaml: the
+  faces are realfaces' 96x96 training faces, each upscaled and padded with its edge pixels, as the
+  faces were cut from their photos; `canonical` is the mean of kaggle15's anchors in them. Rows of the
+  excluded people (by default the shared photos' people, which the photos benchmark scores) are not used.
+- With --run, for a run trained on COCO data, into RUN/framing.yaml: its own training photos, where its
+  training faces' anchors sit in its crops. Training writes it at the end of the run; refit it after
+  changing conf/detect.yaml's finder (detect refuses a fit made for another finder).
 """
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
 import math
 import sys
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -22,10 +33,16 @@ from PIL import Image
 import yaml
 
 from keypoints import framing
+from keypoints.errors import DataError
 
 ROOT = Path(__file__).resolve().parents[1]
 FRAMING = ROOT / "conf" / "framing.yaml"
+DETECT = ROOT / "conf" / "detect.yaml"
+RUN_FIT = "framing.yaml"  # a COCO run's own fit, in its directory
 UPSCALE = 3  # each face is padded by half its side all round, then upscaled: 96x96 becomes 576x576
+HEADER = ("# canonical: where the anchor keypoints sit on average in the training faces (size x size pixels);\n"
+          "# box_to_frame: the frame's centre (x of the box's width, y of its height, from its top-left\n"
+          "# corner) and side (of the box's side), medians over the training faces the finder found.\n")
 
 
 def anchor_points(rows: pd.DataFrame, anchors: list[str]) -> np.ndarray:
@@ -81,53 +98,131 @@ def in_photo(points: np.ndarray, size: int) -> np.ndarray:
     return (np.asarray(points) + size // 2) * UPSCALE
 
 
-def fit(finder, rows: pd.DataFrame, images: np.ndarray, anchors: list[str]) -> tuple[dict, dict, dict]:
+def medians(ratios: list[np.ndarray], faces: int) -> tuple[dict | None, dict]:
+    """The box-to-frame map, the medians of the faces' `ratios` (box_ratios), and how the fit went:
+    of how many `faces` it found, and the ratios' interquartile range; no map where none was found."""
+    stats = {"faces": int(faces), "found": len(ratios)}
+    if not ratios:
+        return None, stats
+    ratios = np.array(ratios)
+    median = np.median(ratios, 0)
+    spread = (np.percentile(ratios, 75, 0) - np.percentile(ratios, 25, 0)).round(4).tolist()
+    return (dict(zip(("x", "y", "size"), median.tolist())),
+            {**stats, "interquartile_range": dict(zip("xy", spread[:2]), size=spread[2])})
+
+
+def finder_fit(finder, photos: Iterable[tuple[np.ndarray, list[np.ndarray]]], canonical: np.ndarray,
+               size: int) -> tuple[dict | None, dict]:
+    """The box-to-frame map of `finder` (grey photo -> boxes) for crops of `size`, from `photos`: each a
+    grey photo and the anchors (A, 2) of each face in it, whose target frame puts them at `canonical` (A, 2)."""
+    ratios, faces = [], 0
+    for grey, points in photos:
+        found = finder(grey)
+        for p in points:
+            faces += 1
+            i = face_in(found, p.mean(0))
+            if i is not None:
+                ratios.append(box_ratios(found[i], framing.from_points(p, canonical, False, size)))
+    return medians(ratios, faces)
+
+
+def fit(finder, rows: pd.DataFrame, images: np.ndarray, anchors: list[str]) -> tuple[dict, dict, int, dict]:
     """canonical anchor positions, the box-to-frame map (medians), the faces' size they are in, and
     how the fit went."""
     points, labelled = labelled_anchors(rows, anchors)
     images = images[labelled]
     canonical = points.mean(0)
-    ratios = []
     size = images.shape[-1]
-    for face, pts in zip(images, points):
-        big, pts_big = as_photo(face), in_photo(pts, size)
-        boxes = finder(big)
-        found = face_in(boxes, pts_big.mean(0))
-        if found is not None:
-            ratios.append(box_ratios(boxes[found], framing.from_points(pts_big, canonical, False, size)))
-    ratios = np.array(ratios)
-    median = np.median(ratios, 0)
-    box_to_frame = {"x": float(median[0]), "y": float(median[1]), "size": float(median[2])}
-    spread = (np.percentile(ratios, 75, 0) - np.percentile(ratios, 25, 0)).round(4).tolist()
+    photos = ((as_photo(face), [in_photo(pts, size)]) for face, pts in zip(images, points))
+    box_to_frame, stats = finder_fit(finder, photos, canonical, size)
+    if box_to_frame is None:
+        raise DataError(f"the finder found none of the {len(images)} training faces; no map to learn")
     return ({a: [round(float(v), 3) for v in p] for a, p in zip(anchors, canonical)},
-            {k: round(v, 4) for k, v in box_to_frame.items()},
-            size, {"faces": len(images), "found": len(ratios),
-             "interquartile_range": dict(zip("xy", spread[:2]), size=spread[2])})
+            {k: round(v, 4) for k, v in box_to_frame.items()}, size, stats)
+
+
+def fit_run(run: str | Path, datamodule=None) -> Path:
+    """Fit conf/detect.yaml's finder on a COCO run's training photos (`datamodule`: its data; by
+    default rebuilt from the run's config) and write RUN/framing.yaml. The fit is cached in
+    paths.cache_dir, keyed by the data's framing and the finder, so a sweep's runs fit once."""
+    from functools import partial
+
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+
+    from keypoints.detect import boxes
+
+    run = Path(run)
+    if datamodule is None:
+        from keypoints import runs
+
+        found = runs.find([run])[0]
+        if found.dir.resolve() != run.resolve() or "annotations" not in found.cfg.data:
+            raise DataError(f"{run}: not a run trained on COCO data (data=coco); runs trained on Kaggle-format "
+                            f"crops use conf/framing.yaml (python -m keypoints.framefit)")
+        datamodule = instantiate(found.cfg.data, columns=found.columns)
+    framed = datamodule.framing()
+    settings = OmegaConf.load(DETECT)
+    finder = OmegaConf.to_container(settings.finder)
+    key = hashlib.sha1(json.dumps([framed, finder, settings.max_side]).encode()).hexdigest()[:16]
+    cache = Path(datamodule.cache_dir) / f"framing-{key}.json" if datamodule.cache_dir is not None else None
+    if cache is not None and cache.is_file():
+        box_to_frame, stats = json.loads(cache.read_text())
+    else:
+        box_to_frame, stats = finder_fit(partial(boxes, instantiate(finder), max_side=settings.max_side),
+                                         datamodule.training_photos(), np.array(list(framed["canonical"].values())),
+                                         framed["size"])
+        if cache is not None:
+            try:
+                cache.parent.mkdir(parents=True, exist_ok=True)
+                cache.write_text(json.dumps([box_to_frame, stats]))
+            except OSError:
+                pass  # the cache only saves time
+    body = {"keypoint_set": framed["keypoint_set"], "finder": finder, "size": framed["size"],
+            "canonical": framed["canonical"],
+            "box_to_frame": None if box_to_frame is None else {k: round(v, 4) for k, v in box_to_frame.items()},
+            "fit": stats, "annotation_box_to_frame": framed["annotation_box_to_frame"], "data": framed["data"]}
+    out = run / RUN_FIT
+    out.write_text(f"# Written by `python -m keypoints.framefit --run {run}` (training runs it at its end): do not "
+                   f"edit.\n{HEADER}# annotation_box_to_frame: the same for the annotations' boxes (the training crops' "
+                   f"frames with data.frame_by=box).\n" + yaml.safe_dump(body, sort_keys=False))
+    return out
 
 
 def main(argv: list[str] | None = None) -> None:
     from hydra.utils import instantiate
     from omegaconf import OmegaConf
 
+    from keypoints import keypointset
+
     parser = argparse.ArgumentParser(prog="python -m keypoints.framefit", description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path, default=Path("../shared/data/realfaces"), help="realfaces' folder")
     parser.add_argument("--exclude", type=Path, default=Path("../shared/data/photos/keypoints.csv"),
                         help="a CSV with a `person` column: people left out of the fit")
     parser.add_argument("--out", type=Path, default=FRAMING)
+    parser.add_argument("--run", type=Path, help="a run (or sweep) trained on COCO data: refit RUN/framing.yaml instead")
     args = parser.parse_args(argv)
-    detect = OmegaConf.load(ROOT / "conf" / "detect.yaml")
+    if args.run is not None:
+        from keypoints import runs
+
+        try:
+            for run in runs.find([args.run]):  # a sweep's runs one by one: the cache fits them once
+                out = fit_run(run.dir)
+                print(f"wrote {out}: {OmegaConf.load(out).box_to_frame}, {dict(OmegaConf.load(out).fit)}")
+        except DataError as e:
+            sys.exit(f"error: {e}")
+        return
+    detect = OmegaConf.load(DETECT)
+    kaggle15 = keypointset.load("kaggle15")
     try:
         rows, images = training_faces(args.data, args.exclude)
     except (OSError, KeyError) as e:
         sys.exit(f"error: {args.data}: cannot read realfaces' training.csv.gz and training_people.csv ({e})")
-    canonical, box_to_frame, size, stats = fit(instantiate(detect.finder), rows, images, list(detect.anchors))
-    header = (f"# Written by `python -m keypoints.framefit --data {args.data} --exclude {args.exclude}`: do not edit.\n"
-              f"# canonical: where the anchor keypoints sit on average in the training faces (size x size pixels);\n"
-              f"# box_to_frame: the frame's centre (x of the box's width, y of its height, from its top-left\n"
-              f"# corner) and side (of the box's side), medians over the training faces the finder found.\n")
-    body = {"finder": OmegaConf.to_container(detect.finder), "size": size, "canonical": canonical,
-            "box_to_frame": box_to_frame, "fit": stats}
-    args.out.write_text(header + yaml.safe_dump(body, sort_keys=False))
+    canonical, box_to_frame, size, stats = fit(instantiate(detect.finder), rows, images, kaggle15.anchors)
+    header = f"# Written by `python -m keypoints.framefit --data {args.data} --exclude {args.exclude}`: do not edit.\n"
+    body = {"keypoint_set": kaggle15.name, "finder": OmegaConf.to_container(detect.finder), "size": size,
+            "canonical": canonical, "box_to_frame": box_to_frame, "fit": stats}
+    args.out.write_text(header + HEADER + yaml.safe_dump(body, sort_keys=False))
     print(f"wrote {args.out}: {box_to_frame}, {stats}")
 
 

@@ -3,20 +3,25 @@
 MODEL is a run directory, a checkpoint or a sweep directory (loaded by keypoints.runs, with torch,
 imported only then), or an exported .onnx file (keypoints.export), run by onnxruntime alone, so a
 deployment needs no torch. Either says what it predicts: `size` (the faces' side in pixels),
-`keypoints` (the names of its keypoint set, in order) and `columns` (the `<name>_x`, `<name>_y` it
-predicts, in the set's order).
+`keypoint_set` (its set's name), `keypoints` (the set's names, in order), `columns` (the `<name>_x`,
+`<name>_y` it predicts, in the set's order), `skeleton` (pairs of names to draw lines between), and
+`framing`: how its training faces were framed, as (where it is, the fit), for detect; None for models
+of Kaggle-format crops, which conf/framing.yaml describes.
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
 
 from keypoints.errors import DataError
 
-# The .onnx file's metadata: the columns it predicts, the set's keypoints (exports before keypoint
-# sets have none: their keypoints are those of their columns), and whether flip TTA is in the graph.
+# The .onnx file's metadata: the columns it predicts, the set's keypoints, name and skeleton (exports
+# before keypoint sets have none: their keypoints are those of their columns), whether flip TTA is in
+# the graph, and the framing fit of the runs' faces (JSON; none before COCO data: conf/framing.yaml's).
 COLUMNS_KEY, KEYPOINTS_KEY, TTA_KEY = "kfkd_columns", "kfkd_keypoints", "kfkd_tta"
+SET_KEY, SKELETON_KEY, FRAMING_KEY = "kfkd_keypoint_set", "kfkd_skeleton", "kfkd_framing"
 
 
 class TorchModel:
@@ -25,9 +30,11 @@ class TorchModel:
     def __init__(self, paths: list[str | Path], flip: bool, batch_size: int):
         from keypoints import runs
 
-        self.model, _ = runs.load(paths, flip=flip)
+        self.model, found = runs.load(paths, flip=flip)
         self.columns, self.flip, self.batch_size = list(self.model.columns), flip, batch_size
         self.keypoints, self.size = self.model.keypoint_set.names, self.model.size
+        self.keypoint_set, self.skeleton = self.model.keypoint_set.name, self.model.keypoint_set.skeleton
+        self.framing = runs.framing(found)
 
     def __call__(self, faces: np.ndarray) -> np.ndarray:
         import torch
@@ -51,6 +58,9 @@ class OnnxModel:
                             f"expected a model written by python -m keypoints.export")
         self.columns, self.flip = meta[COLUMNS_KEY].split(","), meta.get(TTA_KEY) == "flip"
         self.keypoints = meta[KEYPOINTS_KEY].split(",") if KEYPOINTS_KEY in meta else [c[:-2] for c in self.columns[::2]]
+        self.keypoint_set = meta.get(SET_KEY, "kaggle15")
+        self.skeleton = json.loads(meta.get(SKELETON_KEY, "[]"))
+        self.framing = (str(path), json.loads(meta[FRAMING_KEY])) if FRAMING_KEY in meta else None
         if flip and not self.flip:
             raise DataError(f"{path}: exported without flip TTA; for --tta flip export it with "
                             f"`python -m keypoints.export MODEL --tta flip`")

@@ -7,6 +7,7 @@ A set is one YAML file, conf/keypoints/<set>.yaml (`keypoints=<set>`; kaggle15 b
     names: [left_eye_center, right_eye_center, ...]        # in the order of the data's columns
     mirror_pairs: [[left_eye_center, right_eye_center], ...]
     nme: [left_eye_center, right_eye_center]
+    anchors: [left_eye_center, right_eye_center, mouth_center_bottom_lip]   # optional; default: every keypoint
     skeleton: [[left_eye_inner_corner, left_eye_center], ...]   # optional
     specialists:                                                # optional
       eyes: {keypoints: [left_eye_center, right_eye_center], overrides: {}}
@@ -43,7 +44,7 @@ from keypoints.errors import DataError
 ROOT = Path(__file__).resolve().parents[1]
 SETS = ROOT / "conf" / "keypoints"
 ALL = "all"  # the specialist that predicts every keypoint of the set: the base net
-FIELDS = {"name", "names", "mirror_pairs", "nme", "skeleton", "specialists"}
+FIELDS = {"name", "names", "mirror_pairs", "nme", "anchors", "skeleton", "specialists"}
 NAME = re.compile(r"\w[\w.-]*")  # no commas or spaces: column names travel comma-separated (ONNX metadata)
 
 
@@ -88,6 +89,11 @@ class KeypointSet:
                     raise DataError(f"{source}: mirror_pairs[{i}]: {k!r} is already paired with {self.partner[k]!r}")
                 self.partner[k] = twin
         self.nme = self._pair(node.get("nme"), "nme")
+        # The keypoints a face's frame is fitted to (keypoints.framing.from_points): detect's re-framing,
+        # and the framing of COCO faces.
+        self.anchors = self._names(node.get("anchors", self.names), "anchors", self.names)
+        if len(self.anchors) < 2:
+            raise DataError(f"{source}: anchors: expected two keypoints or more (a frame's scale needs a distance)")
         self.skeleton = [self._pair(p, f"skeleton[{i}]") for i, p in enumerate(self._list(node, "skeleton", []))]
         self.specialists = {}
         specialists = node.get("specialists") or {}

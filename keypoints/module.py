@@ -10,7 +10,9 @@ from pytorch_lightning.strategies import SingleDeviceStrategy
 from torch import nn
 from torchmetrics import MeanMetric
 
+from keypoints.augment import centre_crop
 from keypoints.graphs import StepGraphs
+from keypoints.metrics import NME
 
 
 def masked_mean(errors: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -24,16 +26,19 @@ def masked_mse(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> 
 
 
 class TrainingLoss(nn.Module):
-    """What training minimises for a batch: augmented, through the net, the criterion over the present targets."""
+    """What training minimises for a batch: augmented, cropped to `size` (faces read with a margin,
+    data.margin), through the net, the criterion over the present targets."""
 
     def __init__(self, net: nn.Module, augment: Sequence[Callable], criterion: Callable,
-                 memory_format: torch.memory_format):
+                 memory_format: torch.memory_format, size: int):
         super().__init__()
         self.net, self.augment, self.criterion, self.memory_format = net, augment, criterion, memory_format
+        self.size = size
 
     def forward(self, x: torch.Tensor, y: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         for transform in self.augment:
             x, y, mask = transform(x, y, mask)
+        x, y, mask = centre_crop(x, y, mask, self.size)
         return masked_mean(self.criterion(self.net(x.contiguous(memory_format=self.memory_format)).float(), y), mask)
 
 
@@ -44,11 +49,13 @@ class KeypointsModule(pl.LightningModule):
     weights is updated after every optimiser step and replaces the net outside training:
     validation, prediction, the best epoch's snapshot and the checkpoints all hold it. `size`: the
     faces' side in pixels, which turns the targets' units back into pixels. With `cuda_graphs`, a
-    training step on one GPU replays a CUDA graph of its loss (keypoints.graphs)."""
+    training step on one GPU replays a CUDA graph of its loss (keypoints.graphs). `nme`: the positions
+    of the keypoint set's normalising pair among the net's keypoints, for the NME and failure rate in
+    validation (keypoints.metrics); None where the net predicts only one of them or neither."""
 
     def __init__(self, net: nn.Module, optimizer: Callable, scheduler: dict | None, criterion: Callable,
                  augment: Sequence[Callable], channels_last: bool, averaging: Callable | None, size: int,
-                 cuda_graphs: bool):
+                 cuda_graphs: bool, nme: tuple[int, int] | None = None):
         super().__init__()
         self.half = size / 2
         self.net, self.optimizer, self.scheduler, self.augment = net, optimizer, scheduler, list(augment)
@@ -57,8 +64,9 @@ class KeypointsModule(pl.LightningModule):
         # Never trained by the optimiser: no gradients (DDP would wait for them otherwise).
         self.averaged = averaging(self.net).requires_grad_(False) if averaging else None
         self.valid_mse = MeanMetric()
-        self.training_loss = StepGraphs(partial(TrainingLoss, self.net, self.augment, criterion, self.memory_format),
-                                        cuda_graphs)
+        self.training_loss = StepGraphs(partial(TrainingLoss, self.net, self.augment, criterion, self.memory_format,
+                                                size), cuda_graphs)
+        self.valid_nme = NME(nme) if nme is not None else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         net = self.net if self.training or self.averaged is None else self.averaged
@@ -77,13 +85,21 @@ class KeypointsModule(pl.LightningModule):
 
     def validation_step(self, batch, batch_idx):
         x, y, mask = batch
-        self.valid_mse.update(masked_mse(self(x), y, mask), weight=mask.sum())
+        pred = self(x)
+        self.valid_mse.update(masked_mse(pred, y, mask), weight=mask.sum())
+        if self.valid_nme is not None:
+            self.valid_nme.update(pred, y, mask)
 
     def on_validation_epoch_end(self):
         mse = self.valid_mse.compute()  # torchmetrics reduces over DDP ranks: the whole validation set
         self.valid_mse.reset()
         self.log("valid_loss", mse, prog_bar=False, sync_dist=True)
         self.log("valid_rmse_px", mse.sqrt() * self.half, prog_bar=True, sync_dist=True)
+        if self.valid_nme is not None:
+            scores = self.valid_nme.compute()  # reduced over DDP ranks, as the MSE
+            self.valid_nme.reset()
+            self.log("valid_nme_pct", scores["nme_pct"], prog_bar=True, sync_dist=True)
+            self.log("valid_failure_pct", scores["failure_pct"], sync_dist=True)
         self._log_epoch_as_step()
 
     def on_train_batch_end(self, outputs, batch, batch_idx):

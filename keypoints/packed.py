@@ -270,7 +270,8 @@ class Pack:
         self.shapes = {k: v.shape for k, v in [*self.template.named_parameters(), *self.template.named_buffers()]}
         # What training minimises, as each job's run defines it (its augmentation is drawn before, from its own
         # stream); in the net's default memory format, which a vmapped batch keeps.
-        self.loss = TrainingLoss(self.template, [], first.module.training_loss.eager.criterion, torch.contiguous_format)
+        eager = first.module.training_loss.eager
+        self.loss = TrainingLoss(self.template, [], eager.criterion, torch.contiguous_format, eager.size)
         # Batch norm's statistics would count padded rows: batches of each length are then stepped together.
         self.pad_rows = not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in self.template.modules())
         self.losses = vmap(self._loss, randomness="different")  # dropout: each job its own masks

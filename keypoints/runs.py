@@ -205,6 +205,30 @@ def shared(runs: list[Run]) -> tuple[keypointset.KeypointSet, int]:
     return first.keypoint_set, first.cfg.data.size
 
 
+def framing(runs: list[Run]) -> tuple[str, dict] | None:
+    """How the runs' training faces were framed, for detect: a COCO run's own fit, RUN/framing.yaml
+    (keypoints.framefit), as (its path, its contents), the same for every run; None for runs trained
+    on Kaggle-format crops, which conf/framing.yaml describes."""
+    from keypoints.framefit import RUN_FIT
+
+    fits = []
+    for run in runs:
+        if "annotations" not in run.cfg.data:  # Kaggle-format crops
+            continue
+        path = run.dir / RUN_FIT
+        if not path.is_file():
+            raise DataError(f"{path}: not found; a run trained on COCO data keeps there how a face finder's box "
+                            f"frames its faces: python -m keypoints.framefit --run {run.dir}")
+        fits.append((str(path), OmegaConf.to_container(OmegaConf.load(path))))
+    if fits and len(fits) != len(runs):
+        raise DataError(f"{fits[0][0]}: runs on COCO data and runs on Kaggle-format crops cannot be one model")
+    for path, fit in fits[1:]:
+        if any(fit.get(k) != fits[0][1].get(k) for k in ("finder", "size", "canonical", "box_to_frame")):
+            raise DataError(f"{path}: frames faces otherwise than {fits[0][0]}; runs assembled into one model "
+                            f"need the same framing (the same data and settings)")
+    return fits[0] if fits else None
+
+
 def load(paths: list[str | Path], flip: bool = False) -> tuple[Assembled, list[Run]]:
     """The runs `paths` name, assembled into one model on the fastest device, in eval mode."""
     runs = find(paths)

@@ -32,6 +32,7 @@ from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 
 from keypoints.callbacks import History
+from keypoints.errors import DataError
 from keypoints.faults import UserError
 from keypoints.study import build, fail_stale_trials, heartbeats, open_study, seeded_per_trial, shown
 
@@ -84,6 +85,9 @@ class Pruning(pl.Callback):
         import optuna
 
         epoch = trainer.current_epoch
+        if self.monitor not in trainer.callback_metrics:  # valid_nme_pct of a net without the set's nme pair
+            raise DataError(f"hydra.sweeper.objective={self.monitor}: this run does not report it; its keypoints "
+                            f"lack the keypoint set's nme pair")
         self.trial.report(trainer.callback_metrics[self.monitor].item(), step=epoch)
         if self.trial.should_prune():
             raise optuna.TrialPruned(f"Trial {self.trial.number} was pruned at epoch {epoch}.")
@@ -201,7 +205,8 @@ class Search:
         settings = self.settings
         if settings.objective not in History.KEYS:
             raise UserError(f"error: hydra.sweeper.objective={settings.objective}: a run reports "
-                            f"{', '.join(History.KEYS)} after each epoch")
+                            f"{', '.join(History.KEYS[:3])} after each epoch, and {', '.join(History.KEYS[3:])} "
+                            f"where it predicts its keypoint set's nme pair")
         # The command line's sweeps join the space; its plain overrides, and the preset's params it does
         # not override, go to every trial.
         given = {o.key_or_group for o in OverridesParser.create().parse_overrides(arguments)}

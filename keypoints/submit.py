@@ -1,4 +1,4 @@
-"""Predict with trained runs, write the Kaggle submission, and measure RMSE on labelled faces.
+"""Predict with trained runs, write the Kaggle submission, and measure RMSE and NME on labelled faces.
 
     python -m keypoints.submit predict SWEEP_OR_RUN_OR_CKPT... [--data DIR] [--out submission.csv] [--tta flip]
     python -m keypoints.submit evaluate SWEEP_OR_RUN_OR_CKPT... [--csv labelled.csv | --data DIR] [--tta flip]
@@ -6,7 +6,9 @@
 Every run's net is rebuilt from its config.yaml and loaded from its best checkpoint, and the columns
 of their keypoint set are assembled from all runs (keypoints.runs): a net with fewer columns (a specialist) wins
 over a wider one (`all`). `--tta flip` averages each prediction with that of the mirrored face.
-`evaluate` without --csv uses the held-out validation rows of the runs' training.csv. Runs are read
+`evaluate` prints the RMSE in pixels and the NME (keypoints.metrics) per keypoint and overall, and the
+failure rate; without --csv it uses the runs' held-out validation faces (of training.csv, or of
+a COCO dataset's annotations.json). Runs are read
 relative to the paths given, wherever they were trained; `--data` replaces the data.dir they saved.
 """
 from __future__ import annotations
@@ -22,7 +24,9 @@ import torch
 from hydra.utils import instantiate
 
 from keypoints import runs as trained
+from keypoints.augment import centre_crop
 from keypoints.data import DataError, find_file, read_csv, to_tensors
+from keypoints.metrics import FAILURE_PCT, keypoint_nme, nme_pair
 
 DATA_FLAG = "--data DIR"  # replaces the runs' data.dir, which may not hold where they are read
 
@@ -110,11 +114,11 @@ def labelled_faces(runs: list[trained.Run], csv: str | Path | None, data_dir: st
     columns = keypoint_set.columns
     if csv is None:
         data_dir = data_dir or cfg.data.dir
-        if cfg.data.generate is None:  # generated data is made again where it is missing
+        if "generate" in cfg.data and cfg.data.generate is None:  # Kaggle's; generated data is made again where missing
             find_file(data_dir, "training.csv", DATA_FLAG)
         datamodule = instantiate(cfg.data, dir=data_dir, columns=columns, drop_incomplete=False)
         datamodule.setup()
-        x, y, mask = getattr(datamodule, f"{rows}_set")[:]
+        x, y, mask = centre_crop(*getattr(datamodule, f"{rows}_set")[:], size)
         return x.cpu(), np.where(mask.cpu().numpy() > 0, y.cpu().numpy() * (size / 2) + size / 2, np.nan)
     frame, images = read_csv(Path(csv), cfg.paths.cache_dir, size)
     absent = [c for c in columns if c not in frame.columns]
@@ -125,19 +129,29 @@ def labelled_faces(runs: list[trained.Run], csv: str | Path | None, data_dir: st
 
 def evaluate(model: trained.Assembled, runs: list[trained.Run], csv: str | Path | None = None,
              data_dir: str | Path | None = None) -> pd.DataFrame:
-    """RMSE in pixels per keypoint (x and y together) and overall, over the labelled values."""
+    """RMSE in pixels per keypoint (x and y together) and overall, over the labelled values, and the
+    NME in percent of the set's normalising distance (keypoints.metrics), per keypoint and overall
+    (the mean of the faces'); `attrs` holds the failure rate in percent and the faces it is over."""
     x, truth = labelled_faces(runs, csv, data_dir)
-    error = (predict_columns(model, runs, x) - truth) ** 2
+    predicted = predict_columns(model, runs, x)
+    error = (predicted - truth) ** 2
     labelled = ~np.isnan(truth)
     if (labelled & np.isnan(error)).any():
         name = model.keypoint_set.columns[(labelled & np.isnan(error)).any(axis=0).argmax()]
         raise DataError(f"{csv or 'validation rows'}: {name} is labelled but no run predicts it")
+    keypoint_set = model.keypoint_set
+    pair = nme_pair(keypoint_set.names, keypoint_set.nme)
+    faces, per_keypoint = keypoint_nme(np.nan_to_num(predicted), truth, pair)
     rows = []
-    keypoints = [(k, [2 * i, 2 * i + 1]) for i, k in enumerate(model.keypoint_set.names)]
-    for name, cols in keypoints + [("overall", slice(None))]:
+    keypoints = [(k, [2 * i, 2 * i + 1]) for i, k in enumerate(keypoint_set.names)]
+    for (name, cols), nme in zip(keypoints + [("overall", slice(None))], [*per_keypoint, np.nanmean(faces)]):
         e = error[:, cols][labelled[:, cols]]
-        rows.append({"keypoint": name, "values": len(e), "rmse_px": float(np.sqrt(e.mean())) if len(e) else np.nan})
-    return pd.DataFrame(rows).set_index("keypoint")
+        rows.append({"keypoint": name, "values": len(e), "rmse_px": float(np.sqrt(e.mean())) if len(e) else np.nan,
+                     "nme_pct": float(nme)})
+    table = pd.DataFrame(rows).set_index("keypoint")
+    scored = faces[~np.isnan(faces)]
+    table.attrs = {"faces": len(scored), "failure_pct": float((scored > FAILURE_PCT).mean() * 100) if len(scored) else np.nan}
+    return table
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -160,7 +174,11 @@ def main(argv: list[str] | None = None) -> None:
             out = write_submission(model, runs, args.data or runs[0].cfg.data.dir, args.out)
             print(f"wrote {out}")
         else:
-            print(evaluate(model, runs, args.csv, args.data).to_string(float_format="%.3f"))
+            table = evaluate(model, runs, args.csv, args.data)
+            print(table.to_string(float_format="%.3f"))
+            pair = " and ".join(model.keypoint_set.nme)
+            print(f"NME {table.loc['overall', 'nme_pct']:.3f} % of the distance between {pair} over "
+                  f"{table.attrs['faces']} faces; failure rate (NME over {FAILURE_PCT:g} %): {table.attrs['failure_pct']:.2f} %")
     except DataError as error:
         sys.exit(f"error: {error}")
 

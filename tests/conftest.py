@@ -62,15 +62,15 @@ TINY_RESNET = ("net=resnet", *TINY_BACKBONE)
 TINY_HEATMAP = ("net=heatmap", *TINY_BACKBONE, "net.width=8")
 
 
-def make_run(directory, data_dir, specialist="all", seed=0, bias=None, net_overrides=TINY):
+def make_run(directory, data_dir, specialist="all", seed=0, bias=None, net_overrides=TINY, data=("data=kaggle",)):
     """A run directory as train.py leaves it (config.yaml, checkpoints/best.ckpt), with an untrained net
-    (`net_overrides`: its settings)."""
+    (`net_overrides`: its settings) and `data`'s settings (e.g. data=coco keypoints=ibug68)."""
     import torch
     from hydra.utils import instantiate
     from omegaconf import OmegaConf
     from keypoints.nets import output_layer
 
-    cfg = compose("data=kaggle", f"data.dir={data_dir}", f"specialist={specialist}", f"paths.output_dir={directory}",
+    cfg = compose(*data, f"data.dir={data_dir}", f"specialist={specialist}", f"paths.output_dir={directory}",
                   f"paths.cache_dir={directory.parent}/cache", *net_overrides)
     torch.manual_seed(seed)
     net = instantiate(cfg.net, n_outputs=len(keypointset.specialist(cfg).columns))
@@ -148,3 +148,92 @@ def pytest_report_teststatus(report, config):
     services = [m for m in SERVICES if m in report.keywords]
     if services and report.when == "call" and report.passed:
         return f"passed on {'+'.join(services)}", ".", "PASSED"
+
+
+# --- tiny COCO keypoints datasets (keypoints/coco.py), made here: the tests need no ../shared ----------
+
+def write_coco(directory: Path, photos: list, points, boxes, names: list[str], people: list[int]) -> Path:
+    """`photos` (uint8 arrays) as images/<i>.png and annotations.json: one face per photo, its keypoints
+    (K, 2) with v = 0 where NaN, its box (left, top, right, bottom), its image's `person`."""
+    import json
+
+    import numpy as np
+    from PIL import Image
+
+    (directory / "images").mkdir(parents=True, exist_ok=True)
+    images, annotations = [], []
+    for i, (photo, p, box, person) in enumerate(zip(photos, points, boxes, people)):
+        Image.fromarray(photo).save(directory / "images" / f"{i}.png")
+        images.append({"id": i + 1, "file_name": f"images/{i}.png", "width": photo.shape[1], "height": photo.shape[0],
+                       "person": int(person)})
+        triples = [[0.0, 0.0, 0] if np.isnan(x) else [round(float(x), 2), round(float(y), 2), 2] for x, y in p]
+        left, top, right, bottom = map(float, box)
+        annotations.append({"id": i + 1, "image_id": i + 1, "category_id": 1, "iscrowd": 0,
+                            "bbox": [left, top, right - left, bottom - top],
+                            "keypoints": [v for t in triples for v in t], "num_keypoints": sum(t[2] > 0 for t in triples)})
+    categories = [{"id": 1, "name": "face", "keypoints": names, "skeleton": []}]
+    (directory / "annotations.json").write_text(json.dumps({"images": images, "annotations": annotations,
+                                                            "categories": categories}))
+    return directory
+
+
+@pytest.fixture(scope="session")
+def tiny_coco(tiny_data, tmp_path_factory) -> Path:
+    """40 synthetic faces (kaggle15's names, many keypoints unlabelled, as Kaggle's) each set into a
+    photo of its own at its own place, boxed by its 96x96 square; 10 people of 4 photos each."""
+    import numpy as np
+
+    from keypoints.data import read_csv
+
+    frame, faces = read_csv(tiny_data / "training.csv", None, 96)
+    rng = np.random.default_rng(0)
+    photos, points, boxes = [], [], []
+    for face, row in zip(faces[:40], frame[KAGGLE15.columns].to_numpy()[:40]):
+        left, top = rng.integers(10, 40, 2)
+        photos.append(np.pad(face, ((top, 150 - 96 - top), (left, 140 - 96 - left)), mode="edge"))
+        points.append(row.reshape(-1, 2) + (left, top))
+        boxes.append((left, top, left + 96, top + 96))
+    return write_coco(tmp_path_factory.mktemp("coco") / "tiny", photos, points, boxes, KAGGLE15.names,
+                      [i // 4 for i in range(40)])
+
+
+def face68(rng, centre=(60.0, 62.0), scale=1.0, angle=0.0):
+    """The 68 iBUG points of a drawn, mirror-symmetric face (jaw, brows, nose, eyes, lips), 96 px across
+    at scale 1, turned by `angle` and placed at `centre`, with a little noise."""
+    import numpy as np
+
+    t = np.pi - np.arange(17) * np.pi / 16
+    jaw = np.stack([48 + 38 * np.cos(t), 40 + 45 * np.sin(t)], 1)
+    brows = [(20 + 5.5 * k, 28 - 3 * np.sin(np.pi * k / 4)) for k in range(5)]
+    brows += [(96 - x, y) for x, y in brows[::-1]]
+    nose = [(48, 36 + 6 * k) for k in range(4)] + [(40 + 4 * k, 58 + (k in (0, 4)) * -2) for k in range(5)]
+    eye = lambda cx: [(cx - 7, 40), (cx - 3, 37), (cx + 3, 37), (cx + 7, 40), (cx + 3, 43), (cx - 3, 43)]
+    outer = [(48 - 14 * np.cos(a), 72 + 7 * np.sin(a) * (1 if k > 6 else -1))
+             for k, a in enumerate(np.r_[np.linspace(0, np.pi, 7), np.linspace(np.pi, 0, 7)[1:-1]])]
+    inner = [(48 - 10 * np.cos(a), 72 + 3 * np.sin(a) * (1 if k > 4 else -1))
+             for k, a in enumerate(np.r_[np.linspace(0, np.pi, 5), np.linspace(np.pi, 0, 5)[1:-1]])]
+    shape = np.concatenate([jaw, brows, nose, eye(30), eye(66), outer, inner]) - 48
+    c, s = np.cos(angle), np.sin(angle)
+    return shape @ (np.array([[c, -s], [s, c]]) * scale).T + centre + rng.normal(0, 0.5, shape.shape)
+
+
+@pytest.fixture(scope="session")
+def tiny_coco68(tmp_path_factory) -> Path:
+    """24 photos of a drawn 68-point face (ibug68's names) at varied places, sizes and rolls, on noise,
+    each boxed by the tight box of its 68 points, as faces68 is; 6 people of 4 photos each."""
+    import numpy as np
+    from PIL import Image, ImageDraw
+
+    rng = np.random.default_rng(1)
+    names, photos, points, boxes = keypointset.load("ibug68").names, [], [], []
+    for i in range(24):
+        p = face68(rng, rng.uniform(55, 75, 2), rng.uniform(0.7, 1.1), rng.uniform(-0.2, 0.2))
+        image = Image.fromarray(rng.integers(150, 230, (130, 140), np.uint8))
+        pen = ImageDraw.Draw(image)
+        for a, b in keypointset.load("ibug68").skeleton:
+            pen.line([*p[names.index(a)], *p[names.index(b)]], fill=30, width=2)
+        photos.append(np.asarray(image))
+        points.append(p)
+        boxes.append((*p.min(0), *p.max(0)))
+    return write_coco(tmp_path_factory.mktemp("coco68") / "tiny", photos, points, boxes, names,
+                      [i // 4 for i in range(24)])

@@ -2,6 +2,7 @@
 reported one line each while the other photos go on; no torch needed for an exported model."""
 import csv
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -12,9 +13,8 @@ import pytest
 from omegaconf import OmegaConf
 from PIL import Image
 
-from conftest import ROOT, make_run
-from keypoints import detect, export, images
-from conftest import KAGGLE15
+from conftest import KAGGLE15, ROOT, TINY_HEATMAP, make_run
+from keypoints import detect, export, framefit, images, keypointset
 from keypoints.errors import DataError
 
 COLUMNS = KAGGLE15.columns
@@ -225,3 +225,123 @@ def test_a_fit_made_for_another_finder_is_refused(tmp_path):
     OmegaConf.save(cfg, tmp_path / "detect.yaml")
     with pytest.raises(DataError, match="framing.yaml: fitted for another finder.*python -m keypoints.framefit"):
         detect.settings(tmp_path / "detect.yaml")
+
+
+# --- a 68-point model (keypoints=ibug68, data=coco) ----------------------------------------------
+
+IBUG68 = keypointset.load("ibug68")
+
+
+@pytest.fixture(scope="module")
+def model68(tiny_coco68, tmp_path_factory):
+    """An untrained tiny heatmap net of the ibug68 set on the tiny COCO set, with the framing fit that
+    training writes: the face finder finds no drawn face there, so its map is taken to be the
+    annotations' (the tests swap the finder for one that returns the true box)."""
+    from keypoints.coco import CocoDataModule  # noqa: F401  (the data the run names)
+
+    run = make_run(tmp_path_factory.mktemp("detect68") / "run", tiny_coco68, net_overrides=TINY_HEATMAP,
+                   data=("data=coco", "keypoints=ibug68", "data.groups=person"))
+    framefit.fit_run(run)
+    fit = OmegaConf.load(run / "framing.yaml")
+    assert fit.box_to_frame is None and fit.fit.faces == 16  # Haar's cascade finds no drawn face
+    fit.box_to_frame = fit.annotation_box_to_frame
+    OmegaConf.save(fit, run / "framing.yaml")
+    return run
+
+
+def drawn_face68(seed=5):
+    """A photo of conftest's drawn 68-point face, its true keypoints and its tight box."""
+    from PIL import ImageDraw
+
+    from conftest import face68
+
+    rng = np.random.default_rng(seed)
+    points = face68(rng, (90.0, 80.0), 1.2, 0.1)
+    image = Image.fromarray(rng.integers(150, 230, (170, 190), np.uint8))
+    pen = ImageDraw.Draw(image)
+    for a, b in IBUG68.skeleton:
+        pen.line([*points[IBUG68.names.index(a)], *points[IBUG68.names.index(b)]], fill=30, width=2)
+    return np.asarray(image), points, np.r_[points.min(0), points.max(0)]
+
+
+def test_a_68_point_model_finds_its_68_keypoints_torch_and_onnx_alike(model68, tmp_path):
+    photo, _, box = drawn_face68()
+    found = {}
+    for name, model in (("torch", model68), ("onnx", export.export(model68, tmp_path / "m68.onnx"))):
+        detector = detect.Detector(model)
+        assert detector.cfg.framing == (str(model68 / "framing.yaml") if name == "torch" else str(model))
+        detector.finder = lambda grey: box[None]
+        (face,) = detector(photo)
+        assert face.keypoints.shape == (68, 2) and np.isfinite(face.keypoints).all()
+        assert detector.header == detect.HEADER + IBUG68.columns and len(detector.skeleton) == 63
+        found[name] = face.keypoints
+    np.testing.assert_allclose(found["onnx"], found["torch"], atol=1e-2)
+
+
+def test_a_68_point_export_names_its_keypoints_set_skeleton_and_framing(model68, tmp_path):
+    import json
+
+    import onnx
+
+    meta = {p.key: p.value for p in onnx.load(str(export.export(model68, tmp_path / "m68.onnx"))).metadata_props}
+    assert meta["kfkd_keypoints"].split(",") == IBUG68.names and meta["kfkd_keypoint_set"] == "ibug68"
+    assert meta["kfkd_columns"].split(",") == IBUG68.columns
+    assert json.loads(meta["kfkd_skeleton"]) == IBUG68.skeleton
+    assert json.loads(meta["kfkd_framing"]) == OmegaConf.to_container(OmegaConf.load(model68 / "framing.yaml"))
+
+
+def test_drawings_follow_the_sets_skeleton(model68, tmp_path):
+    photo, points, box = drawn_face68()
+    found = detect.Found([detect.Face(box, points)], [])
+    skeleton = detect.Detector(model68).skeleton
+    detect.draw(Image.fromarray(np.zeros_like(photo)), found, tmp_path / "lines.png", skeleton)
+    detect.draw(Image.fromarray(np.zeros_like(photo)), found, tmp_path / "dots.png", [])
+    lines, dots = (np.asarray(Image.open(tmp_path / f"{n}.png")) for n in ("lines", "dots"))
+    yellow = lambda a: (a[..., 0] > 200) & (a[..., 1] > 200) & (a[..., 2] < 50)
+    a, b = (points[IBUG68.names.index(k)] for k in ("outer_lip_0", "outer_lip_1"))
+    x, y = np.round((a + b) / 2).astype(int)  # midway along a lip segment: a line, not a dot
+    assert yellow(lines)[y - 1:y + 2, x - 1:x + 2].any() and not yellow(dots).any()
+
+
+def test_the_command_names_its_columns_after_the_models_set(model68, tmp_path):
+    photo, _, _ = drawn_face68()
+    Image.fromarray(photo).save(tmp_path / "face.png")
+    status, stdout, stderr = run(export.export(model68, tmp_path / "m68.onnx"), tmp_path / "face.png",
+                                 "--out", tmp_path / "out")
+    assert status == 0, stderr
+    with open(tmp_path / "out" / "keypoints.csv", newline="") as f:
+        assert next(csv.reader(f)) == detect.HEADER + IBUG68.columns
+
+
+def test_a_stale_or_mismatched_framing_fit_is_refused_with_one_line(model68, tmp_path):
+    other = OmegaConf.load(detect.SETTINGS)
+    other.finder.min_neighbors += 1  # conf/detect.yaml changed since the fit
+    OmegaConf.save(other, tmp_path / "detect.yaml")
+    fit = (str(model68 / "framing.yaml"), OmegaConf.to_container(OmegaConf.load(model68 / "framing.yaml")))
+    with pytest.raises(DataError, match=rf"^{model68}/framing.yaml: fitted for another finder than .*detect.yaml's; "
+                                        rf"refit with python -m keypoints.framefit --run {model68}$"):
+        detect.settings(tmp_path / "detect.yaml", fit)
+    with pytest.raises(DataError, match=r"conf/framing.yaml: a framing fit for the anchors of keypoint set kaggle15 "
+                                        r"\(left_eye_center, .*\), but the model predicts keypoint set ibug68"):
+        detect.Detector(model68, cfg=detect.settings())  # realfaces' fit for a 68-point model
+    moved = tmp_path / "moved"
+    shutil.copytree(model68, moved)
+    (moved / "framing.yaml").unlink()
+    with pytest.raises(DataError, match=r"moved/framing.yaml: not found; .*python -m keypoints.framefit --run .*moved$"):
+        detect.Detector(moved)
+    fit[1]["box_to_frame"] = None
+    with pytest.raises(DataError, match=r"framing.yaml: the finder found none of the 16 training faces"):
+        detect.settings(fitted=fit)
+
+
+def test_framefit_refits_a_coco_runs_framing(model68, tmp_path):
+    moved = tmp_path / "moved"
+    shutil.copytree(model68, moved)
+    proc = subprocess.run([sys.executable, "-m", "keypoints.framefit", "--run", str(moved)], capture_output=True,
+                          text=True, cwd=ROOT, timeout=300)
+    assert proc.returncode == 0 and f"wrote {moved / 'framing.yaml'}" in proc.stdout, proc.stderr
+    assert OmegaConf.load(moved / "framing.yaml").box_to_frame is None  # the cascade's own fit, again
+    (tmp_path / "empty").mkdir()
+    proc = subprocess.run([sys.executable, "-m", "keypoints.framefit", "--run", str(tmp_path / "empty")],
+                          capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert proc.returncode == 1 and proc.stderr.startswith(f"error: {tmp_path / 'empty'}: no checkpoint, run directory")

@@ -85,6 +85,50 @@ def test_kaggle15s_mirror_pairs_are_its_left_and_right_twins():
     assert all(set(segment) <= set(KAGGLE15.names) for segment in KAGGLE15.skeleton)
 
 
+IBUG68 = keypointset.load("ibug68")
+# ../shared/data/faces68/README.md's 0-based pairs, as its reader would write them out.
+README_PAIRS = [(0, 16), (1, 15), (2, 14), (3, 13), (4, 12), (5, 11), (6, 10), (7, 9), (17, 26), (18, 25), (19, 24),
+                (20, 23), (21, 22), (31, 35), (32, 34), (36, 45), (37, 44), (38, 43), (39, 42), (40, 47), (41, 46),
+                (48, 54), (49, 53), (50, 52), (55, 59), (56, 58), (60, 64), (61, 63), (65, 67)]
+README_NAMES = ([f"jaw_{i}" for i in range(17)] + [f"{s}_eyebrow_{i}" for s in ("right", "left") for i in range(5)]
+                + [f"nose_bridge_{i}" for i in range(4)] + [f"nose_base_{i}" for i in range(5)]
+                + [f"{s}_eye_{i}" for s in ("right", "left") for i in range(6)] + [f"outer_lip_{i}" for i in range(12)]
+                + [f"inner_lip_{i}" for i in range(8)])
+
+
+def test_ibug68_is_the_faces68_readmes_points_pairs_and_normalising_pair():
+    assert IBUG68.names == README_NAMES
+    assert sorted(tuple(sorted(IBUG68.names.index(k) for k in p)) for p in IBUG68.mirror_pairs) == README_PAIRS
+    assert [IBUG68.names.index(k) for k in IBUG68.nme] == [36, 45]  # 300-W's outer eye corners
+    groups = {name: [IBUG68.names.index(k) for k in s.keypoints] for name, s in IBUG68.specialists.items()}
+    assert groups == {"jaw": list(range(17)), "brows": list(range(17, 27)), "nose": list(range(27, 36)),
+                      "eyes": list(range(36, 48)), "mouth": list(range(48, 68))}
+    assert len(IBUG68.skeleton) == 63 and all(set(s) <= set(IBUG68.names) for s in IBUG68.skeleton)
+
+
+def test_ibug68s_flip_mirrors_a_symmetric_face_onto_itself():
+    """Mirrored with the set's pairs, a mirror-symmetric face (conftest's drawing) is itself again: the
+    pairs join the points that are mirror images."""
+    from conftest import face68
+
+    face = face68(np.random.default_rng(0), centre=(0, 0)) / 48
+    face -= np.random.default_rng(0).normal(0, 0.5, face.shape) / 48  # face68's noise taken out
+    y = torch.tensor(face.reshape(1, -1))
+    np.testing.assert_allclose(mirror_targets(y, [tuple(p) for p in IBUG68.flip_indices(IBUG68.names)]), y, atol=1e-9)
+    wrong = [[0, 2], [1, 3], *IBUG68.flip_indices(IBUG68.names)[2:]]  # jaw_0 swapped with jaw_1, not jaw_16
+    assert not torch.allclose(mirror_targets(y, [tuple(p) for p in wrong]), y, atol=1e-3)
+
+
+def test_ibug68s_names_are_faces68s_category(tmp_path):
+    annotations = ROOT.parent / "shared" / "data" / "faces68" / "annotations.json"
+    if not annotations.is_file():
+        pytest.skip(f"{annotations} is absent")
+    category = json.loads(annotations.read_text())["categories"][0]
+    assert category["keypoints"] == IBUG68.names
+    assert sorted(map(sorted, IBUG68.skeleton)) == sorted(sorted(category["keypoints"][i - 1] for i in s)
+                                                         for s in category["skeleton"])
+
+
 # --- bad sets ------------------------------------------------------------------------------------
 
 GOOD = {"name": "mine", "names": ["left_ear", "right_ear", "nose"], "mirror_pairs": [["left_ear", "right_ear"]],

@@ -263,4 +263,28 @@ def test_search_error_ends_the_command_with_one_line(tmp_path):
                            f"hydra.sweep.dir={tmp_path}/search"], cwd=tmp_path, capture_output=True, text=True)
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     assert proc.stderr.startswith("error: hydra.sweeper.objective=acc: a run reports train_loss, valid_loss, valid_rmse_px "
-                                  "after each epoch\n"), proc.stderr[-3000:]
+                                  "after each epoch, and valid_nme_pct, valid_failure_pct where it predicts its keypoint set's nme pair\n"), \
+        proc.stderr[-3000:]
+
+
+def test_the_search_can_minimise_the_nme_and_names_a_run_without_it():
+    """Each epoch the trial is told the objective the sweeper names, valid_nme_pct as valid_rmse_px; a
+    net without its set's nme pair (a specialist) has none, which is one line, not a KeyError."""
+    from types import SimpleNamespace
+
+    import torch
+    from pytorch_lightning.trainer.states import TrainerFn
+
+    from keypoints.errors import DataError
+    from keypoints.search import Pruning
+
+    study = optuna.create_study()
+    trial = study.ask()
+    trainer = lambda metrics: SimpleNamespace(sanity_checking=False, state=SimpleNamespace(fn=TrainerFn.FITTING),
+                                              current_epoch=3, callback_metrics=metrics)
+    Pruning(trial, "valid_nme_pct").on_validation_end(trainer({"valid_rmse_px": torch.tensor(2.0),
+                                                               "valid_nme_pct": torch.tensor(4.5)}), None)
+    assert study.trials[0].intermediate_values == {3: 4.5}
+    with pytest.raises(DataError, match=r"^hydra.sweeper.objective=valid_nme_pct: this run does not report it; "
+                                        r"its keypoints lack the keypoint set's nme pair$"):
+        Pruning(trial, "valid_nme_pct").on_validation_end(trainer({"valid_rmse_px": torch.tensor(2.0)}), None)

@@ -96,13 +96,16 @@ def submit(cwd, *args):
 
 def test_evaluate_and_predict_a_moved_sweep_from_another_working_directory(sweep, tiny_data, tmp_path):
     model, runs = trained.load([sweep])
-    table = evaluate(model, runs).to_string(float_format="%.3f")
+    scores = evaluate(model, runs)
+    table = scores.to_string(float_format="%.3f")
+    nme = (f"NME {scores.loc['overall', 'nme_pct']:.3f} % of the distance between left_eye_center and right_eye_center "
+           f"over {scores.attrs['faces']} faces; failure rate (NME over 10 %): {scores.attrs['failure_pct']:.2f} %")
     expected = submission(model, runs, tiny_data)
     moved, elsewhere = tmp_path / "moved" / "sweep", tmp_path / "elsewhere"
     moved.parent.mkdir()
     elsewhere.mkdir()
     shutil.move(sweep, moved)  # the runs' saved paths now lead nowhere
-    assert submit(elsewhere, "evaluate", moved) == table + "\n"
+    assert submit(elsewhere, "evaluate", moved) == f"{table}\n{nme}\n"
     submit(elsewhere, "predict", moved, "--out", "submission.csv")
     pd.testing.assert_frame_equal(pd.read_csv(elsewhere / "submission.csv"), expected, check_exact=False, atol=1e-4)
 
