@@ -86,7 +86,8 @@ def test_results_are_read_from_pytest_and_submit_evaluate(tmp_path):
     assert (found["tests"], found["passed"], found["failed"], found["skipped"]) == (3, 1, 1, 1)
     assert found["cases"][2] == {"test": "c", "outcome": "failed", "seconds": 0.0, "message": "boom"}
     assert stages.junit(tmp_path / "missing.xml") == {}
-    table = "                   values  rmse_px\nkeypoint\nleft_eye_center      20    2.500\noverall             300    3.125\n"
+    table = ("                   values  rmse_px  nme_pct\nkeypoint\nleft_eye_center      20    2.500    3.000\n"
+             "overall             300    3.125    4.250\nNME 4.250 % of the distance between ...\n")
     assert stages.overall_rmse(table) == 3.125 and stages.overall_rmse("Traceback ...") is None
 
 

@@ -417,8 +417,8 @@ def junit(path: Path) -> dict:
 
 
 def overall_rmse(table: str) -> float | None:
-    """The overall RMSE from `submit evaluate`'s table."""
-    match = re.search(r"^overall\s+\d+\s+([0-9.]+|nan)\s*$", table, re.MULTILINE)
+    """The overall RMSE from `submit evaluate`'s table (its columns: values, rmse_px, nme_pct)."""
+    match = re.search(r"^overall\s+\d+\s+([0-9.]+|nan)\s", table + "\n", re.MULTILINE)
     return float(match.group(1)) if match else None
 
 
