@@ -44,6 +44,7 @@ from keypoints.data import TensorBatches, as_is, excluded_groups, held_out_rows,
 from keypoints.errors import DataError
 
 CACHE_VERSION = 1
+CUT_WARNING = 0.1  # the share of training faces with a keypoint outside the crop beyond which setup warns
 EXPECTED = "expected COCO keypoints: a JSON object with images, annotations and categories lists"
 log = logging.getLogger(__name__)
 
@@ -260,6 +261,7 @@ class CocoDataModule(pl.LightningDataModule):
         within = (np.abs(targets - self.size / 2 - self.margin) <= self.size / 2).reshape(len(targets), -1, 2).all(2)
         present = ~np.isnan(targets) & np.repeat(within, 2, axis=1)  # in the face itself, not only its margin
         keep = (present.all(1) if self.drop_incomplete else present.any(1)) & ~left_out
+        self._warn_if_cut(coco, wanted)
         self.validation = keep & held_out  # the faces validation scores (benchmarks/coco_photos.py: their photos)
         train_rows, valid_rows = np.flatnonzero(keep & ~held_out), np.flatnonzero(self.validation)
         if not len(train_rows) or not len(valid_rows):
@@ -269,6 +271,26 @@ class CocoDataModule(pl.LightningDataModule):
         tensors = lambda idx: to_tensors(faces[idx], targets[idx])
         self.train_set = TensorBatches(*(t.to(device) for t in tensors(train_rows)))  # cropped after augmentation
         self.valid_set = TensorBatches(*(t.to(device) for t in centre_crop(*tensors(valid_rows), self.size)))
+
+    def _frame(self, coco: Coco, f: int) -> framing.Frame:
+        """Face f's frame: from its labelled anchors (frame_by anchors, where it has two), else from its box."""
+        return self.frames[f] if self.frame_by == "anchors" and self.frames[f] is not None else \
+            framing.from_box(coco.boxes[f], self.box_to_frame, self.size)
+
+    def _warn_if_cut(self, coco: Coco, wanted: list[int]) -> None:
+        """A warning where more than CUT_WARNING of the training faces have a labelled keypoint (of the
+        `wanted` columns) outside the crop, with the fill that frames enough of them whole: nets learn
+        keypoints inside their crops only (and a heatmap places them nowhere else)."""
+        points = coco.points.reshape(len(coco.points), -1)[:, wanted].reshape(len(coco.points), -1, 2)
+        faces = np.flatnonzero(self.training & ~np.isnan(points).all((1, 2)))
+        half = self.size / 2
+        reach = np.array([np.nanmax(np.abs(self._frame(coco, f).to_crop(points[f]) - half)) for f in faces]) / half
+        cut = reach > 1
+        if cut.mean() > CUT_WARNING:
+            whole = math.floor(np.quantile(self.fill / reach, CUT_WARNING) * 100) / 100  # the frame scales with fill
+            log.warning(f"data.fill={self.fill}: {cut.sum()} of {len(faces)} training faces ({cut.mean():.0%}) have a "
+                        f"labelled keypoint outside their {self.size} px crop, left out as missing; data.fill={whole} "
+                        f"frames {1 - CUT_WARNING:.0%} of them whole")
 
     def _groups(self, coco: Coco) -> np.ndarray | None:
         """Each face's group: its image's field `groups` (e.g. person), as text."""
@@ -328,8 +350,7 @@ class CocoDataModule(pl.LightningDataModule):
         for i in np.unique(coco.image):
             grey = self._photo(coco, i)
             for f in np.flatnonzero(coco.image == i):
-                face = self.frames[f] if self.frame_by == "anchors" and self.frames[f] is not None else \
-                    framing.from_box(coco.boxes[f], self.box_to_frame, self.size)
+                face = self._frame(coco, f)
                 frame = framing.Frame(face.cx, face.cy, face.size * side / self.size, side)  # the same scale
                 faces[f] = frame.crop(grey, max_step)
                 points[f] = frame.to_crop(coco.points[f])

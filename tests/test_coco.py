@@ -34,10 +34,10 @@ def test_each_face_is_cropped_from_its_box_through_the_learned_map_with_its_keyp
     annotations = json.loads((tiny_coco / "annotations.json").read_text())
     x, y, mask = data.train_set[:]
     assert x.shape[1:] == (1, 96, 96) and y.shape[1] == len(KAGGLE15.columns)
-    # The mean face, in the crops, fills data.fill (0.8) of the crop's side, about its centre.
+    # The mean face, in the crops, fills data.fill of the crop's side, about its centre.
     mean = np.nanmean(np.where(mask.numpy() > 0, y.numpy() * 48 + 48, np.nan), 0).reshape(-1, 2)
     low, high = mean.min(0), mean.max(0)
-    assert np.sqrt(np.prod(high - low)) == pytest.approx(0.8 * 96, rel=0.05)
+    assert np.sqrt(np.prod(high - low)) == pytest.approx(data.fill * 96, rel=0.05)
     np.testing.assert_allclose((low + high) / 2, 48, atol=3)
     face = int(np.flatnonzero(data.training)[0])
     frame = framing.from_box(data.coco.boxes[face], data.box_to_frame, 96)
@@ -82,6 +82,28 @@ def test_faces_framed_by_their_anchors_put_them_where_they_sit_on_average(tiny_c
             assert close if exact else not close
     with pytest.raises(DataError, match=r"^data.frame_by=jaw: expected box \(each face framed from its box"):
         datamodule(tiny_coco68, "data.frame_by=jaw", keypoints="ibug68")
+
+
+def test_a_fill_that_cuts_keypoints_off_the_crop_is_warned_about_with_one_that_does_not(tiny_coco68, caplog):
+    """A face that fills too much of its crop loses its outermost keypoints (jaw, brows) as missing:
+    setup says how many training faces do, and which data.fill frames nine in ten of them whole."""
+    def warnings(*overrides):
+        caplog.clear()
+        data = datamodule(tiny_coco68, *overrides, keypoints="ibug68")
+        faces = np.flatnonzero(data.training)
+        outside = [(np.abs(data.frames[f].to_crop(data.coco.points[f]) - 48) > 48).any() for f in faces]
+        return sum(outside), len(faces), [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+
+    cut, faces, warned = warnings("data.fill=1.2")
+    assert cut > coco.CUT_WARNING * faces and len(warned) == 1
+    prefix = (f"data.fill=1.2: {cut} of {faces} training faces ({cut / faces:.0%}) have a labelled keypoint outside "
+              f"their 96 px crop, left out as missing; data.fill=")
+    assert warned[0].startswith(prefix) and warned[0].endswith(" frames 90% of them whole")
+    fill = float(warned[0][len(prefix):].split()[0])
+    assert 0.6 < fill < 1.2
+    cut, faces, warned = warnings(f"data.fill={fill}")
+    assert cut <= coco.CUT_WARNING * faces and warned == []
+    assert warnings()[2] == []  # the default
 
 
 def test_visibility_0_is_missing_and_the_masked_loss_skips_it(tiny_coco):
