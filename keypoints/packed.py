@@ -344,8 +344,10 @@ def train(overrides: list[str]) -> dict[Path, dict | None]:
     except KeyboardInterrupt as stop:
         name = "SIGTERM" if isinstance(stop, Interrupted) else "Ctrl-C"
         bar.close()
+        kept = lambda m: f"best weights so far in {m.checkpoint}" if m.best and m.checkpoint else \
+            "nothing kept (" + ("no epoch ended" if m.checkpoint else "no checkpoint callback") + ")"
         log.warning(f"{name}: packed training stopped. " + "; ".join(
-            f"{m.name}: epoch {m.epoch} of {m.max_epochs}, best weights so far in {m.checkpoint}" for m in active)
+            f"{m.name}: epoch {m.epoch} of {m.max_epochs}, {kept(m)}" for m in active)
             + ". Packed runs are not resumed: train them again with python -m keypoints.packed "
             + "(the specialists of a trained base net, init_from=...) into another hydra.sweep.dir"
             + (f"; finished: {', '.join(p.name for p in results)}" if results else ""))

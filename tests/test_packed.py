@@ -11,7 +11,7 @@ import torch
 from omegaconf import OmegaConf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from conftest import ROOT, TINY, compose
+from conftest import KAGGLE15, ROOT, TINY, compose
 from keypoints import detect, export, images, inference, packed, plots, runs, specialists, submit
 from keypoints.data import DataError
 from keypoints.fit import fit
@@ -192,6 +192,19 @@ def test_jobs_are_those_of_the_multirun_and_must_share_the_net(tiny_data, tmp_pa
         assert not (tmp_path / "3").exists()  # refused before any run directory is claimed
 
 
+def test_a_job_stopped_before_its_first_epoch_ended_is_said_to_keep_nothing(tiny_data, tmp_path, monkeypatch, caplog):
+    def interrupted(self, active, batches):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(packed.Pack, "step", interrupted)  # Ctrl-C during the first step
+    with pytest.raises(SystemExit) as stop:
+        packed.train([*common(tiny_data, tmp_path), "epoch_budget.pretrained=null", "trainer.max_epochs=3",
+                      "specialist=eyes,nose", f"hydra.sweep.dir={tmp_path}/sweep"])
+    assert stop.value.code == 130
+    assert "eyes: epoch 0 of 3, nothing kept (no epoch ended); nose: epoch 0 of 3, nothing kept" in caplog.text
+    assert not list((tmp_path / "sweep").glob("*/checkpoints/*.ckpt"))
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("how", ["ctrl-c-in-the-pipeline", "sigterm-to-keypoints.packed"])
 def test_interrupted_packed_runs_keep_their_best_weights_and_are_not_resumed(tiny_data, tmp_path, how):
@@ -207,12 +220,18 @@ def test_interrupted_packed_runs_keep_their_best_weights_and_are_not_resumed(tin
             lambda p: p.send_signal(signal.SIGTERM), 143
     proc = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             env={**os.environ, "PYTHONUNBUFFERED": "1"}, start_new_session=True)
-    checkpoints = [tmp_path / "sweep" / d / "checkpoints" / "best.ckpt" for d in ("0_eyes", "1_nose")]
+    # Stopped once every packed specialist has ended an epoch: before it, one has no weights to keep.
+    names = KAGGLE15.specialists if how == "ctrl-c-in-the-pipeline" else ["eyes", "nose"]
+    checkpoints = [tmp_path / "sweep" / f"{i}_{n}" / "checkpoints" / "best.ckpt" for i, n in enumerate(names)]
     deadline = time.time() + 120
     while not all(c.is_file() for c in checkpoints) and proc.poll() is None and time.time() < deadline:
         time.sleep(0.2)
     stop(proc)
-    out = proc.communicate(timeout=120)[0]
+    try:
+        out = proc.communicate(timeout=120)[0]
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        pytest.fail(f"still running 120 s after the signal; its output:\n{proc.communicate()[0][-3000:]}")
     assert proc.returncode == status, out[-3000:]
     assert "packed training stopped" in out and "Packed runs are not resumed" in out and "Traceback" not in out
     found = runs.find([tmp_path / "sweep"])  # the best weights so far, readable as any run's
