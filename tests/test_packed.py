@@ -219,7 +219,8 @@ def test_interrupted_packed_runs_keep_their_best_weights_and_are_not_resumed(tin
         command, stop, status = [sys.executable, "-m", "keypoints.packed", *settings, f"init_from={tmp_path}/sweep/all"], \
             lambda p: p.send_signal(signal.SIGTERM), 143
     proc = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"}, start_new_session=True)
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"}, start_new_session=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # even where the runner ignores Ctrl-C
     # Stopped once every packed specialist has ended an epoch: before it, one has no weights to keep.
     names = KAGGLE15.specialists if how == "ctrl-c-in-the-pipeline" else ["eyes", "nose"]
     checkpoints = [tmp_path / "sweep" / f"{i}_{n}" / "checkpoints" / "best.ckpt" for i, n in enumerate(names)]
