@@ -4,6 +4,7 @@ ModelCheckpoint saves it (weights and SGD momentum), in outputs/, on the disk ru
 
     flock /tmp/kfkd-cpu.lock python -m benchmarks.checkpoint_write experiment=net2
 """
+
 from __future__ import annotations
 
 import argparse
@@ -17,8 +18,8 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from pytorch_lightning.plugins.io import TorchCheckpointIO
 
-from keypoints import keypointset
-from keypoints.checkpoints import write_atomically
+from keypoints.core import keypointset
+from keypoints.training.checkpoints import write_atomically
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 
@@ -40,7 +41,10 @@ def main():
     with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
         cfg = compose("config", overrides=["paths.output_dir=unused", *args.overrides])
     state = checkpoint(cfg)
-    writers = {"Lightning's TorchCheckpointIO": TorchCheckpointIO().save_checkpoint, "kfkd write_atomically": write_atomically}
+    writers = {
+        "Lightning's TorchCheckpointIO": TorchCheckpointIO().save_checkpoint,
+        "kfkd write_atomically": write_atomically,
+    }
     times = {name: [] for name in writers}
     Path("outputs").mkdir(exist_ok=True)
     with tempfile.TemporaryDirectory(dir="outputs") as out:

@@ -22,7 +22,7 @@ for launcher in basic local slurm; do
     local) args=(hydra/launcher=local) ;;
     slurm) args=("${slurm[@]}") ;;
   esac
-  /usr/bin/time -f "sweep, $launcher launcher: $TIME" python -m keypoints.specialists "${sweep[@]}" "${args[@]}" \
+  /usr/bin/time -f "sweep, $launcher launcher: $TIME" kfkd specialists "${sweep[@]}" "${args[@]}" \
     hydra.sweep.dir="$OUT/sweep_$launcher"
 done
 python - "$OUT" <<'EOF'

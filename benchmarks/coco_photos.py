@@ -8,12 +8,13 @@ shape predictor on the same photos, for runs of the ibug68 set (optional: pip in
 RUN: a run (or sweep) trained with data=coco; its validation faces are those it held out
 (data.groups=person: people it never saw), each scored in its whole photo, in the photo's pixels. A
 face counts as found where a box of the finder holds the midpoint of its true nme pair (ibug68: the
-outer eye corners); the NME (keypoints.metrics) and the failure rate are over the faces found. Rows:
+outer eye corners); the NME (keypoints.training.metrics) and the failure rate are over the faces found. Rows:
 each pass of detect (the finder's box, then each re-frame) without and with flip TTA; the net on
 frames that put the true anchors where re-framing aims them (a perfect re-frame); dlib as it gives
 its points (whole pixel indices) and moved to pixel centres (+0.5 px). `--set` overrides
 conf/detect.yaml (e.g. --set refine=5).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -26,10 +27,12 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from benchmarks.photos import dlib_landmarks, per_photo_ms
-from keypoints import detect, framing, runs
-from keypoints.errors import DataError
-from keypoints.framefit import face_in
-from keypoints.metrics import FAILURE_PCT, keypoint_nme, nme_pair
+from keypoints.core.errors import DataError
+from keypoints.data import framing
+from keypoints.inference import runs
+from keypoints.photos import detect
+from keypoints.photos.framefit import face_in
+from keypoints.training.metrics import FAILURE_PCT, keypoint_nme, nme_pair
 
 
 def validation_photos(run: str, data: str | None):
@@ -38,13 +41,17 @@ def validation_photos(run: str, data: str | None):
     found = runs.find([run])
     cfg = found[0].cfg
     if "annotations" not in cfg.data:
-        raise DataError(f"{run}: trained on Kaggle-format crops; this benchmark scores runs trained with data=coco "
-                        f"(benchmarks/photos.py scores the shared photos)")
+        raise DataError(
+            f"{run}: trained on Kaggle-format crops; this benchmark scores runs trained with data=coco "
+            f"(benchmarks/photos.py scores the shared photos)"
+        )
     datamodule = instantiate(cfg.data, **({"dir": data} if data else {}), columns=found[0].columns)
     datamodule.setup()
     coco, keypoint_set = datamodule.coco, found[0].keypoint_set
     points = coco.points[:, coco.keypoints(keypoint_set.names, f"the keypoint set {keypoint_set.name}")]
-    photos = [(i, points[datamodule.validation & (coco.image == i)]) for i in np.unique(coco.image[datamodule.validation])]
+    photos = [
+        (i, points[datamodule.validation & (coco.image == i)]) for i in np.unique(coco.image[datamodule.validation])
+    ]
     return coco, keypoint_set, photos
 
 
@@ -62,8 +69,11 @@ def scores(predicted: list[np.ndarray | None], truth: list[np.ndarray], pair: tu
     p, t = (np.stack([f[i] for f in found]).reshape(len(found), -1) for i in (0, 1))
     nme = keypoint_nme(p, t, pair)[0]
     nme = nme[~np.isnan(nme)]
-    return {"found": f"{len(found)}/{len(truth)}", "NME %": round(float(nme.mean()), 3),
-            "failure %": round(float((nme > FAILURE_PCT).mean() * 100), 2)}
+    return {
+        "found": f"{len(found)}/{len(truth)}",
+        "NME %": round(float(nme.mean()), 3),
+        "failure %": round(float((nme > FAILURE_PCT).mean() * 100), 2),
+    }
 
 
 def kfkd(detector: detect.Detector, greys, truths, pair, refine: int) -> tuple[list[dict], list[dict]]:
@@ -87,9 +97,12 @@ def perfect(detector: detect.Detector, greys, truths, pair) -> dict:
     for grey, truth in zip(greys, truths):
         for t in truth:
             known = ~np.isnan(t[anchors, 0])
-            frame = framing.from_points(t[anchors][known], detector.canonical[known], detector.cfg.rotate,
-                                        detector.model.size)
-            predicted.append(detector.as_keypoints(detector.predict(grey, [frame], dict.fromkeys(detect.STAGES, 0.0))[0]))
+            frame = framing.from_points(
+                t[anchors][known], detector.canonical[known], detector.cfg.rotate, detector.model.size
+            )
+            predicted.append(
+                detector.as_keypoints(detector.predict(grey, [frame], dict.fromkeys(detect.STAGES, 0.0))[0])
+            )
             flat.append(t)
     return scores(predicted, flat, pair)
 
@@ -104,14 +117,22 @@ def dlib(colour, truths, pair) -> list[dict]:
         predicted += [None if i is None else faces[i].keypoints for i in matched(faces, truth, pair)]
         flat += list(truth)
     ms = per_photo_ms(landmarks[1])
-    return [{"method": "dlib HOG (upsampled once) + 68-point predictor, its pixel indices",
-             **scores(predicted, flat, pair), "ms per photo": ms},
-            {"method": "dlib, its points moved to pixel centres (+0.5 px)",
-             **scores([None if p is None else p + 0.5 for p in predicted], flat, pair), "ms per photo": ms}]
+    return [
+        {
+            "method": "dlib HOG (upsampled once) + 68-point predictor, its pixel indices",
+            **scores(predicted, flat, pair),
+            "ms per photo": ms,
+        },
+        {
+            "method": "dlib, its points moved to pixel centres (+0.5 px)",
+            **scores([None if p is None else p + 0.5 for p in predicted], flat, pair),
+            "ms per photo": ms,
+        },
+    ]
 
 
 def main():
-    from keypoints import images
+    from keypoints.data import images
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run", help="a run or sweep directory trained with data=coco")
@@ -127,8 +148,10 @@ def main():
     greys = [images.grey(images.from_array(c)) for c in colour]
     truths = [t for _, t in photos]
     pair = nme_pair(keypoint_set.names, keypoint_set.nme)
-    print(f"{args.run}: {sum(map(len, truths))} validation faces of people it never saw, in {len(photos)} photos "
-          f"(median {statistics.median(max(g.shape) for g in greys):.0f} px on the long side)")
+    print(
+        f"{args.run}: {sum(map(len, truths))} validation faces of people it never saw, in {len(photos)} photos "
+        f"(median {statistics.median(max(g.shape) for g in greys):.0f} px on the long side)"
+    )
     rows = []
     for tta in (None,) if args.no_tta else (None, "flip"):
         detector = detect.Detector(args.run, tta)
@@ -137,11 +160,20 @@ def main():
         refine = max(1, cfg.refine)
         results, seconds = kfkd(detector, greys, truths, pair, refine)
         for k, result in enumerate(results):
-            rows.append({"method": f"kfkd, {'the finder box' if k == 0 else f're-framed x{k}'}"
-                                   f"{', flip TTA' if tta else ''}", **result,
-                         "ms per photo": per_photo_ms(seconds) if k == cfg.refine else ""})
-        rows.append({"method": f"kfkd on frames from the true anchors{', flip TTA' if tta else ''}",
-                     **perfect(detector, greys, truths, pair), "ms per photo": ""})
+            rows.append(
+                {
+                    "method": f"kfkd, {'the finder box' if k == 0 else f're-framed x{k}'}{', flip TTA' if tta else ''}",
+                    **result,
+                    "ms per photo": per_photo_ms(seconds) if k == cfg.refine else "",
+                }
+            )
+        rows.append(
+            {
+                "method": f"kfkd on frames from the true anchors{', flip TTA' if tta else ''}",
+                **perfect(detector, greys, truths, pair),
+                "ms per photo": "",
+            }
+        )
     if keypoint_set.name == "ibug68":
         rows += dlib(colour, truths, pair)
     else:

@@ -1,7 +1,8 @@
 """Data path: Kaggle CSV parsing vs the tutorial's per-row `np.fromstring`, and the cached load.
 
-    flock /tmp/kfkd-cpu.lock python -m benchmarks.data_path ../shared/data/realfaces/training.csv.gz
+flock /tmp/kfkd-cpu.lock python -m benchmarks.data_path ../shared/data/realfaces/training.csv.gz
 """
+
 from __future__ import annotations
 
 import argparse
@@ -13,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from keypoints.data import parse_pixels, read_csv
+from keypoints.data.kaggle import parse_pixels, read_csv
 
 
 def tutorial_load(path: Path) -> np.ndarray:
@@ -42,10 +43,20 @@ def main():
     with tempfile.TemporaryDirectory() as cache:
         read_csv(args.csv, cache)  # fills the cache
         rows = [
-            ("tutorial load: read_csv + per-row np.fromstring", median_time(lambda: tutorial_load(args.csv), args.repeats)),
-            ("kfkd read_csv, no cache (read, check, parse)", median_time(lambda: read_csv(args.csv, None), args.repeats)),
-            ("pixels only: per-row np.fromstring", median_time(
-                lambda: np.vstack(column.apply(lambda im: np.fromstring(im, sep=" ")).values), args.repeats)),
+            (
+                "tutorial load: read_csv + per-row np.fromstring",
+                median_time(lambda: tutorial_load(args.csv), args.repeats),
+            ),
+            (
+                "kfkd read_csv, no cache (read, check, parse)",
+                median_time(lambda: read_csv(args.csv, None), args.repeats),
+            ),
+            (
+                "pixels only: per-row np.fromstring",
+                median_time(
+                    lambda: np.vstack(column.apply(lambda im: np.fromstring(im, sep=" ")).values), args.repeats
+                ),
+            ),
             ("pixels only: kfkd parse_pixels", median_time(lambda: parse_pixels(column, "bench"), args.repeats)),
             ("kfkd read_csv, cached", median_time(lambda: read_csv(args.csv, cache), args.repeats)),
         ]
@@ -53,7 +64,9 @@ def main():
     print("| step | seconds |\n| --- | --- |")
     for name, seconds in rows:
         print(f"| {name} | {seconds:.3f} |")
-    print(f"\nparsing speed-up, whole load: {rows[0][1] / rows[1][1]:.1f}x; pixels only: {rows[2][1] / rows[3][1]:.1f}x")
+    print(
+        f"\nparsing speed-up, whole load: {rows[0][1] / rows[1][1]:.1f}x; pixels only: {rows[2][1] / rows[3][1]:.1f}x"
+    )
 
 
 if __name__ == "__main__":

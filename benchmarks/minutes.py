@@ -6,6 +6,7 @@ config.yaml says which), timed side by side on one machine. RESULTS.md's command
     python -m benchmarks.minutes --reference outputs/p13/fast_120b --out docs/rmse_vs_minutes.png \\
         "tutorial (net6)=outputs/p13/net6_40,outputs/p13/net6_120" "fast until issue 13=outputs/p13/fast_20,..." ...
 """
+
 from __future__ import annotations
 
 import argparse
@@ -37,8 +38,12 @@ def main() -> None:
     parser.add_argument("recipes", nargs="+", help='"LABEL=RUN_DIR,RUN_DIR,..." per recipe, runs in any order')
     parser.add_argument("--reference", type=Path, required=True, help="the run whose wall time the ratios divide by")
     parser.add_argument("--out", type=Path, required=True, help="the PNG to write")
-    parser.add_argument("--metric", default="valid_rmse_px", choices=["valid_rmse_px", "valid_nme_pct"],
-                        help="the metrics.json value to plot")
+    parser.add_argument(
+        "--metric",
+        default="valid_rmse_px",
+        choices=["valid_rmse_px", "valid_nme_pct"],
+        help="the metrics.json value to plot",
+    )
     args = parser.parse_args()
     measure = {"valid_rmse_px": "valid RMSE px", "valid_nme_pct": "valid NME %"}[args.metric]
     reference = metrics(args.reference)
@@ -54,13 +59,18 @@ def main() -> None:
         precisions |= {m["precision"] for m, _ in runs}
         points = sorted((m["wall_time_s"], m[args.metric], m["epochs"], d) for m, d in runs)
         for wall, rmse, epochs, d in points:
-            print(f"| {label} | `{d}` | {epochs} | {wall / 60:.1f} | {wall / reference['wall_time_s']:.2f} | {rmse:.3f} |")
+            print(
+                f"| {label} | `{d}` | {epochs} | {wall / 60:.1f} | {wall / reference['wall_time_s']:.2f} | {rmse:.3f} |"
+            )
         ax.plot([p[0] / 60 for p in points], [p[1] for p in points], "o-", label=label)
     if len(precisions) > 1:  # bf16 hosts train about 1.9x faster: their minutes are not these minutes
-        raise SystemExit(f"error: the runs trained in different precisions {sorted(precisions)}; "
-                         "expected runs timed side by side on one machine")
-    ax.set_xlabel(f"CPU minutes (trainer.precision {precisions.pop()}); "
-                  f"reference run: {reference['wall_time_s'] / 60:.1f} min")
+        raise SystemExit(
+            f"error: the runs trained in different precisions {sorted(precisions)}; "
+            "expected runs timed side by side on one machine"
+        )
+    ax.set_xlabel(
+        f"CPU minutes (trainer.precision {precisions.pop()}); reference run: {reference['wall_time_s'] / 60:.1f} min"
+    )
     ax.set_ylabel(f"{measure} on unseen people")
     ax.set_yscale("log")
     ax.yaxis.set_major_locator(NullLocator())

@@ -5,6 +5,7 @@ their ratio to the first net, the weights and the multiply-adds per face (forwar
 
     flock /tmp/kfkd-cpu.lock python -m benchmarks.nets net=cnn_bn net=resnet "net=heatmap net.width=32"
 """
+
 from __future__ import annotations
 
 import argparse
@@ -17,9 +18,9 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from torch.utils.flop_counter import FlopCounterMode
 
-from keypoints import keypointset
-from keypoints.hardware import keep_freed_memory
-from keypoints.module import masked_mse
+from keypoints.core import keypointset
+from keypoints.training.hardware import keep_freed_memory
+from keypoints.training.module import masked_mse
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 
@@ -66,11 +67,15 @@ def main() -> None:
                 step()
             t.append((time.perf_counter() - start) / args.steps)
     reference = statistics.median(times[0])
-    print(f"batch {args.batch}, median of {args.repeats} rounds of {args.steps} steps, {torch.get_num_threads()} threads")
+    print(
+        f"batch {args.batch}, median of {args.repeats} rounds of {args.steps} steps, {torch.get_num_threads()} threads"
+    )
     for config, (_, weights, macs), t in zip(args.configs, nets, times):
         ms = statistics.median(t) * 1000
-        print(f"{config:45s} {ms:8.1f} ms/step  x{ms / reference / 1000:5.2f}  {weights / 1e6:5.2f} M weights  "
-              f"{macs / 1e6:6.1f} M MAC/face")
+        print(
+            f"{config:45s} {ms:8.1f} ms/step  x{ms / reference / 1000:5.2f}  {weights / 1e6:5.2f} M weights  "
+            f"{macs / 1e6:6.1f} M MAC/face"
+        )
 
 
 if __name__ == "__main__":

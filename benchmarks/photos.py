@@ -12,6 +12,7 @@ reduced to the 15 keypoints by the README's mapping; and, as the framing's ceili
 realfaces' own 96x96 crops of the same faces. Last, the exported .onnx against torch at
 batch 1 and 256 on the same faces. `--set` overrides conf/detect.yaml (e.g. --set rotate=true refine=2).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -25,15 +26,34 @@ import numpy as np
 import pandas as pd
 from omegaconf import OmegaConf
 
-from keypoints import detect, export, framing, images, inference, keypointset
-from keypoints.framefit import face_in
+from keypoints.core import keypointset
+from keypoints.data import framing, images
+from keypoints.inference import export
+from keypoints.inference import predictor as inference
+from keypoints.photos import detect
+from keypoints.photos.framefit import face_in
 
 KAGGLE15 = keypointset.load("kaggle15")  # the photos' labels: Kaggle's 15 keypoints
 
 IOD = 36.1  # the mean inter-ocular distance of Kaggle's 96x96 faces: the score's scale
 # iBUG 68-point indices behind each of Kaggle's 15 keypoints (a list: their mean), as in the photos' README.
-IBUG = [list(range(42, 48)), list(range(36, 42)), [42], [45], [39], [36], [22], [26], [21], [17], [30], [54], [48],
-        [51], [57]]
+IBUG = [
+    list(range(42, 48)),
+    list(range(36, 42)),
+    [42],
+    [45],
+    [39],
+    [36],
+    [22],
+    [26],
+    [21],
+    [17],
+    [30],
+    [54],
+    [48],
+    [51],
+    [57],
+]
 
 
 def score(predicted: list[np.ndarray | None], truth: np.ndarray) -> float:
@@ -87,8 +107,13 @@ def dlib_landmarks(colour: list[np.ndarray]):
         start = time.perf_counter()
         boxes = finder(image, 1)
         middle = time.perf_counter()
-        faces = [detect.Face(np.array([b.left(), b.top(), b.right() + 1, b.bottom() + 1], float),
-                             np.array([[p.x, p.y] for p in shape(image, b).parts()], np.float64)) for b in boxes]
+        faces = [
+            detect.Face(
+                np.array([b.left(), b.top(), b.right() + 1, b.bottom() + 1], float),
+                np.array([[p.x, p.y] for p in shape(image, b).parts()], np.float64),
+            )
+            for b in boxes
+        ]
         seconds.append({"detect": middle - start, "predict": time.perf_counter() - middle})
         found.append(faces)
     return found, seconds
@@ -106,8 +131,11 @@ def dlib_baseline(colour, truth):
         predicted.append(None if face is None else np.array([face.keypoints[i].mean(0) for i in IBUG]))
     # dlib's landmarks are pixel indices (a pixel's centre is its index); the labels put a pixel's
     # centre at index + 0.5. The photos' README's 2.42 px takes dlib's as they are.
-    return {"found": found, "score": score(predicted, truth),
-            "score, pixel centres": score([None if p is None else p + 0.5 for p in predicted], truth)}, landmarks[1]
+    return {
+        "found": found,
+        "score": score(predicted, truth),
+        "score, pixel centres": score([None if p is None else p + 0.5 for p in predicted], truth),
+    }, landmarks[1]
 
 
 def ceiling(model: str, tta: str | None, labels: pd.DataFrame, truth: np.ndarray, data: Path) -> float:
@@ -134,8 +162,10 @@ def runtime(model_path: str, faces: np.ndarray, repeats: int) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         onnx_model = inference.load(export.export(model_path, Path(tmp) / "model.onnx"), False, 256)
         torch_model = inference.load(model_path, False, 256)
-        print(f"onnxruntime vs torch on {len(faces)} faces: largest difference "
-              f"{np.abs(onnx_model(faces) - torch_model(faces)).max():.2e} px")
+        print(
+            f"onnxruntime vs torch on {len(faces)} faces: largest difference "
+            f"{np.abs(onnx_model(faces) - torch_model(faces)).max():.2e} px"
+        )
         for batch in (1, 256):
             x = np.resize(faces, (batch, *faces.shape[1:]))
             for name, model in (("torch", torch_model), ("onnxruntime", onnx_model)):
@@ -153,8 +183,12 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("model", help="a run, checkpoint or sweep directory")
     parser.add_argument("--photos", type=Path, default=Path("../shared/data/photos"))
-    parser.add_argument("--data", type=Path, default=Path("../shared/data/realfaces"),
-                        help="realfaces, for the score on its own crops of the photos' faces (skipped if absent)")
+    parser.add_argument(
+        "--data",
+        type=Path,
+        default=Path("../shared/data/realfaces"),
+        help="realfaces, for the score on its own crops of the photos' faces (skipped if absent)",
+    )
     parser.add_argument("--set", nargs="*", default=[], help="conf/detect.yaml overrides, KEY=VALUE")
     parser.add_argument("--repeats", type=int, default=100)
     args = parser.parse_args()
@@ -164,31 +198,54 @@ def main():
     greys = [images.grey(images.from_array(c)) for c in colour]
     cfg = OmegaConf.merge(detect.settings(), OmegaConf.from_dotlist(args.set))
     refine = max(1, cfg.refine)
-    print(f"{len(labels)} photos; finder {cfg.finder.cascade if 'cascade' in cfg.finder else cfg.finder._target_}, "
-          f"refine {cfg.refine}, rotate {cfg.rotate}, max_step {cfg.max_step}")
+    print(
+        f"{len(labels)} photos; finder {cfg.finder.cascade if 'cascade' in cfg.finder else cfg.finder._target_}, "
+        f"refine {cfg.refine}, rotate {cfg.rotate}, max_step {cfg.max_step}"
+    )
     rows = []
     for tta in (None, "flip"):
         detector = detect.Detector(args.model, tta, cfg)
         result, seconds = kfkd(detector, greys, truth, refine)
         for k, s in enumerate(result["scores"]):
-            rows.append({"method": f"kfkd, {'no refinement' if k == 0 else f'refined x{k}'}"
-                         f"{', flip TTA' if tta else ''}", "found": f"{result['found']}/{len(labels)}",
-                         "score px": round(s, 3), "ms per photo": per_photo_ms(seconds) if k == cfg.refine else ""})
+            rows.append(
+                {
+                    "method": f"kfkd, {'no refinement' if k == 0 else f'refined x{k}'}{', flip TTA' if tta else ''}",
+                    "found": f"{result['found']}/{len(labels)}",
+                    "score px": round(s, 3),
+                    "ms per photo": per_photo_ms(seconds) if k == cfg.refine else "",
+                }
+            )
         if args.data.is_dir():
-            rows.append({"method": f"kfkd on realfaces' own crops of these faces{', flip TTA' if tta else ''}",
-                         "found": "-", "score px": round(ceiling(args.model, tta, labels, truth, args.data), 3),
-                         "ms per photo": ""})
+            rows.append(
+                {
+                    "method": f"kfkd on realfaces' own crops of these faces{', flip TTA' if tta else ''}",
+                    "found": "-",
+                    "score px": round(ceiling(args.model, tta, labels, truth, args.data), 3),
+                    "ms per photo": "",
+                }
+            )
     baseline = dlib_baseline(colour, truth)
     if baseline:
-        for key, name in (("score", "as the photos' README scores it"),
-                          ("score, pixel centres", "moved to pixel centres")):
-            rows.append({"method": f"dlib HOG + 68-point predictor, {name}",
-                         "found": f"{baseline[0]['found']}/{len(labels)}",
-                         "score px": round(baseline[0][key], 3), "ms per photo": per_photo_ms(baseline[1])})
+        for key, name in (
+            ("score", "as the photos' README scores it"),
+            ("score, pixel centres", "moved to pixel centres"),
+        ):
+            rows.append(
+                {
+                    "method": f"dlib HOG + 68-point predictor, {name}",
+                    "found": f"{baseline[0]['found']}/{len(labels)}",
+                    "score px": round(baseline[0][key], 3),
+                    "ms per photo": per_photo_ms(baseline[1]),
+                }
+            )
     print(pd.DataFrame(rows).to_string(index=False))
     anchors = [KAGGLE15.names.index(a) for a in detector.anchor_names]
-    faces = np.stack([framing.from_points(t[anchors], detector.canonical, False, detector.model.size).crop(g, cfg.max_step)
-                      for g, t in zip(greys, truth)])
+    faces = np.stack(
+        [
+            framing.from_points(t[anchors], detector.canonical, False, detector.model.size).crop(g, cfg.max_step)
+            for g, t in zip(greys, truth)
+        ]
+    )
     runtime(args.model, faces[:, None].astype(np.float32) / 255, args.repeats)
 
 

@@ -4,12 +4,13 @@
 
 The 24 shared photos are the only labelled whole photos, and the photos benchmark scores them, so the
 re-framing is not tuned there. Here each of the run's validation faces (those with every anchor
-labelled) is set into a photo as keypoints.framefit sets training faces (padded with its edge
+labelled) is set into a photo as keypoints.photos.framefit sets training faces (padded with its edge
 pixels, upscaled), then found, framed from the finder's box and re-framed by the detect pipeline
 itself; the photos' scale-free score after each pass, without and with flip TTA. Beside it, the net
 on the faces' own 96x96 crops (realfaces' framing, with its random shifts and zooms) and on the
 frames that put the labelled anchors exactly where re-framing aims them (a perfect re-frame).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -20,9 +21,11 @@ import numpy as np
 import pandas as pd
 
 from benchmarks.photos import KAGGLE15, kfkd, score
-from keypoints import detect, framefit, framing, runs
-from keypoints.errors import DataError
-from keypoints.submit import labelled_faces
+from keypoints.core.errors import DataError
+from keypoints.data import framing
+from keypoints.inference import runs
+from keypoints.inference.evaluate import labelled_faces
+from keypoints.photos import detect, framefit
 
 
 def main():
@@ -41,23 +44,31 @@ def main():
     keep = ~np.isnan(truth[:, anchors]).any((1, 2))
     faces, truth = (x.numpy()[keep, 0] * 255).round().astype(np.uint8), truth[keep]
     photos, placed = [framefit.as_photo(f) for f in faces], framefit.in_photo(truth, faces.shape[-1])
-    print(f"{len(faces)} validation faces of {args.run} with every anchor labelled, each in a "
-          f"{photos[0].shape[1]}x{photos[0].shape[0]} photo; finder {cfg.finder.get('cascade', cfg.finder._target_)}, "
-          f"rotate {cfg.rotate}")
+    print(
+        f"{len(faces)} validation faces of {args.run} with every anchor labelled, each in a "
+        f"{photos[0].shape[1]}x{photos[0].shape[0]} photo; finder {cfg.finder.get('cascade', cfg.finder._target_)}, "
+        f"rotate {cfg.rotate}"
+    )
     rows = []
     for tta in (None, "flip"):
         detector = detect.Detector(args.run, tta, cfg)
         result, _ = kfkd(detector, photos, placed, args.passes)
         column = "with flip TTA" if tta else "score px"
         for k, s in enumerate(result["scores"]):
-            rows.append({"frame": "the finder's box" if k == 0 else f"re-framed x{k}", column: s,
-                         "found": f"{result['found']}/{len(faces)}"})
+            rows.append(
+                {
+                    "frame": "the finder's box" if k == 0 else f"re-framed x{k}",
+                    column: s,
+                    "found": f"{result['found']}/{len(faces)}",
+                }
+            )
         own = detector.model(faces[:, None].astype(np.float32) / 255)
         rows.append({"frame": "realfaces' own crops", column: score([detector.as_keypoints(o) for o in own], truth)})
         perfect = [framing.from_points(t[anchors], detector.canonical, cfg.rotate, detector.model.size) for t in placed]
         predicted = [detector.predict(p, [f], dict.fromkeys(detect.STAGES, 0.0))[0] for p, f in zip(photos, perfect)]
-        rows.append({"frame": "labelled anchors' frame", column: score([detector.as_keypoints(p) for p in predicted],
-                                                                        placed)})
+        rows.append(
+            {"frame": "labelled anchors' frame", column: score([detector.as_keypoints(p) for p in predicted], placed)}
+        )
     table = pd.DataFrame(rows).groupby("frame", sort=False).first().reset_index()  # one row per frame, both columns
     print(table[["frame", "found", "score px", "with flip TTA"]].round(3).fillna("-").to_string(index=False))
 

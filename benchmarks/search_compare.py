@@ -2,6 +2,7 @@
     python benchmarks/search_compare.py outputs/search/unpruned outputs/search/pruned
 Prints, per study, the trials by state, the epochs trained, the trials' summed time and the best
 objective, and checks that both drew the same parameters."""
+
 import sys
 from pathlib import Path
 
@@ -21,11 +22,15 @@ def main(unpruned: str, pruned: str) -> None:
         epochs = sum(len(t.intermediate_values) for t in study.trials)
         seconds = sum((t.datetime_complete - t.datetime_start).total_seconds() for t in study.trials)
         best = study.best_trial
-        print(f"{name}: {states}, {epochs} epochs, trials {seconds:.0f} s in all, best trial {best.number}: "
-              f"{best.value:.4f} px")
+        print(
+            f"{name}: {states}, {epochs} epochs, trials {seconds:.0f} s in all, best trial {best.number}: "
+            f"{best.value:.4f} px"
+        )
         for t in study.trials:
-            print(f"  {t.number:2d} {t.state.name:8s} epochs {len(t.intermediate_values):2d} value "
-                  f"{t.value if t.value is None else round(t.value, 4)}  {t.params}")
+            print(
+                f"  {t.number:2d} {t.state.name:8s} epochs {len(t.intermediate_values):2d} value "
+                f"{t.value if t.value is None else round(t.value, 4)}  {t.params}"
+            )
 
 
 if __name__ == "__main__":

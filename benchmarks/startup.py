@@ -1,7 +1,8 @@
 """Start-up: seconds from launching `python train.py` to its first training step (data cached).
 
-    flock /tmp/kfkd-cpu.lock python -m benchmarks.startup data=kaggle data.dir=../shared/data/realfaces
+flock /tmp/kfkd-cpu.lock python -m benchmarks.startup data=kaggle data.dir=../shared/data/realfaces
 """
+
 from __future__ import annotations
 
 import argparse
@@ -29,9 +30,17 @@ class FirstStep(pl.Callback):
 def startup(overrides: list[str], out: Path) -> float:
     stamp = out / "first_step"
     stamp.unlink(missing_ok=True)
-    command = [sys.executable, str(ROOT / "train.py"), *overrides, f"hydra.run.dir={out}/run",
-               "+callbacks.first_step._target_=benchmarks.startup.FirstStep", "trainer.max_epochs=1",
-               "+trainer.limit_train_batches=1", "+trainer.limit_val_batches=1", "trainer.enable_progress_bar=false"]
+    command = [
+        sys.executable,
+        str(ROOT / "train.py"),
+        *overrides,
+        f"hydra.run.dir={out}/run",
+        "+callbacks.first_step._target_=benchmarks.startup.FirstStep",
+        "trainer.max_epochs=1",
+        "+trainer.limit_train_batches=1",
+        "+trainer.limit_val_batches=1",
+        "trainer.enable_progress_bar=false",
+    ]
     start = time.time()
     subprocess.run(command, check=True, capture_output=True, env={**os.environ, "KFKD_FIRST_STEP": str(stamp)})
     return float(stamp.read_text()) - start
@@ -45,8 +54,10 @@ def main():
     with tempfile.TemporaryDirectory() as out:
         startup(args.overrides, Path(out))  # parses and caches the data
         times = [startup(args.overrides, Path(out)) for _ in range(args.repeats)]
-    print(f"start-up to first training step: median {statistics.median(times):.2f} s "
-          f"(runs: {', '.join(f'{t:.2f}' for t in times)})")
+    print(
+        f"start-up to first training step: median {statistics.median(times):.2f} s "
+        f"(runs: {', '.join(f'{t:.2f}' for t in times)})"
+    )
 
 
 if __name__ == "__main__":

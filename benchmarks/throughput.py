@@ -18,6 +18,7 @@ optimizer) recorded in one CUDA graph and replayed. `--json FILE` writes every f
     flock /tmp/kfkd-cpu.lock python -m benchmarks.throughput experiment=net2 data.dir=../shared/data/realfaces
     python -m benchmarks.throughput --device cuda --json net2.json experiment=net2 data.dir=DIR
 """
+
 from __future__ import annotations
 
 import argparse
@@ -38,10 +39,10 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from torch.utils.flop_counter import FlopCounterMode
 
-from keypoints import keypointset
-from keypoints.fit import build
-from keypoints.hardware import keep_freed_memory
-from keypoints.module import masked_mse
+from keypoints.core import keypointset
+from keypoints.training.fit import build
+from keypoints.training.hardware import keep_freed_memory
+from keypoints.training.module import masked_mse
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 
@@ -57,8 +58,11 @@ class EpochTimer(pl.Callback):
 def kfkd(cfg, epochs: int) -> float:
     """Images/s of kfkd's own Trainer, as `python train.py` runs it."""
     with tempfile.TemporaryDirectory() as out:
-        cfg = OmegaConf.merge(cfg, keypointset.specialist(cfg).overrides, {"paths": {"output_dir": out},
-                                                               "trainer": {"max_epochs": epochs}})
+        cfg = OmegaConf.merge(
+            cfg,
+            keypointset.specialist(cfg).overrides,
+            {"paths": {"output_dir": out}, "trainer": {"max_epochs": epochs}},
+        )
         pl.seed_everything(cfg.seed)
         datamodule, module, trainer = build(cfg)
         timer = EpochTimer()
@@ -105,8 +109,10 @@ def hand(cfg, train, valid, epochs: int, bf16: bool, channels_last: bool, graph:
                 step(*(t[idx] for t in train))
         net.eval()
         with torch.no_grad(), autocast():
-            sse = sum(masked_mse(net(x.contiguous(memory_format=fmt)), y, m) * m.sum()
-                      for x, y, m in zip(*(t.split(batch) for t in valid)))
+            sse = sum(
+                masked_mse(net(x.contiguous(memory_format=fmt)), y, m) * m.sum()
+                for x, y, m in zip(*(t.split(batch) for t in valid))
+            )
         float(sse)
     return len(train[0]) * (epochs - 1) / (time.perf_counter() - start)
 
@@ -143,7 +149,7 @@ def matmul_peak(dtype: torch.dtype, device: str = "cpu", repeats: int = 5) -> fl
     a, b = torch.randn(n, n, dtype=dtype, device=device), torch.randn(n, n, dtype=dtype, device=device)
     a @ b
     best = min(_timed(lambda: a @ b, device) for _ in range(repeats))
-    return 2 * n ** 3 / best
+    return 2 * n**3 / best
 
 
 def _timed(fn, device: str = "cpu") -> float:
@@ -159,10 +165,15 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--epochs", type=int, default=10, help="per run; the first is a warm-up")
-    parser.add_argument("--loop", choices=["kfkd", "hand", "tutorial"],
-                        help="time this loop alone, once, and print its img/s")
-    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
-                        help="cuda: trainer=gpu, data on the GPU, and the CUDA graph loops beside")
+    parser.add_argument(
+        "--loop", choices=["kfkd", "hand", "tutorial"], help="time this loop alone, once, and print its img/s"
+    )
+    parser.add_argument(
+        "--device",
+        choices=["cpu", "cuda"],
+        default="cpu",
+        help="cuda: trainer=gpu, data on the GPU, and the CUDA graph loops beside",
+    )
     parser.add_argument("--json", help="also write every figure to this JSON file")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides, as for train.py")
     args = parser.parse_args()
@@ -170,8 +181,10 @@ def main():
     if cuda and not torch.cuda.is_available():
         sys.exit("error: --device cuda: torch sees no CUDA device")
     with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
-        cfg = compose("config", overrides=["data=kaggle", "paths.output_dir=unused", *(["trainer=gpu"] if cuda else []),
-                                           *args.overrides])
+        cfg = compose(
+            "config",
+            overrides=["data=kaggle", "paths.output_dir=unused", *(["trainer=gpu"] if cuda else []), *args.overrides],
+        )
     if cfg.keep_freed_memory:
         keep_freed_memory()
     datamodule = instantiate(cfg.data, columns=keypointset.specialist(cfg).columns)
@@ -179,11 +192,13 @@ def main():
     train, valid = ([t.to(args.device) for t in s.tensors] for s in (datamodule.train_set, datamodule.valid_set))
     bf16 = cfg.trainer.precision == "bf16-mixed"
     device = torch.cuda.get_device_name() if cuda else f"cpu, {torch.get_num_threads()} threads"
-    print(f"net {cfg.net._target_} {list(cfg.net.channels) if 'channels' in cfg.net else ''}, "
-          f"{len(train[0])} train / {len(valid[0])} valid images, batch {cfg.data.batch_size}, "
-          f"precision {cfg.trainer.precision}, channels_last {cfg.channels_last}, "
-          f"keep_freed_memory {cfg.keep_freed_memory}, cuda_graphs {cfg.cuda_graphs}, "
-          f"{device}, {args.epochs} epochs x {args.repeats} repeats")
+    print(
+        f"net {cfg.net._target_} {list(cfg.net.channels) if 'channels' in cfg.net else ''}, "
+        f"{len(train[0])} train / {len(valid[0])} valid images, batch {cfg.data.batch_size}, "
+        f"precision {cfg.trainer.precision}, channels_last {cfg.channels_last}, "
+        f"keep_freed_memory {cfg.keep_freed_memory}, cuda_graphs {cfg.cuda_graphs}, "
+        f"{device}, {args.epochs} epochs x {args.repeats} repeats"
+    )
     loops = {
         "kfkd": lambda: kfkd(cfg, args.epochs),
         "hand": lambda: hand(cfg, train, valid, args.epochs, bf16, cfg.channels_last),
@@ -197,9 +212,24 @@ def main():
         loops[f"kfkd, cuda_graphs={not cfg.cuda_graphs}"] = lambda: kfkd(without, args.epochs)
         loops["hand, one graph"] = lambda: hand(cfg, train, valid, args.epochs, bf16, cfg.channels_last, graph=True)
     elif cfg.keep_freed_memory:  # the tutorial's loop as plain PyTorch runs it: a process with glibc's defaults
-        loops["tutorial, glibc malloc"] = lambda: float(subprocess.run(
-            [sys.executable, "-m", "benchmarks.throughput", "--loop", "tutorial", "--epochs", str(args.epochs),
-             *args.overrides, "keep_freed_memory=false"], capture_output=True, text=True, check=True).stdout.split()[-1])
+        loops["tutorial, glibc malloc"] = lambda: float(
+            subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "benchmarks.throughput",
+                    "--loop",
+                    "tutorial",
+                    "--epochs",
+                    str(args.epochs),
+                    *args.overrides,
+                    "keep_freed_memory=false",
+                ],
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout.split()[-1]
+        )
     flops = train_flops_per_image(cfg, train[1].shape[1])
     peak = matmul_peak(torch.bfloat16 if bf16 else torch.float32, args.device)
     kind = "bf16" if bf16 else "fp32"
@@ -211,18 +241,35 @@ def main():
             try:
                 runs[name].append(loop())
             except Exception as error:  # noqa: BLE001 - one loop's failure (a graph that cannot be recorded) ends only it
-                failed[name] = f"{type(error).__name__}: {str(error).strip().splitlines()[0] if str(error).strip() else ''}"
+                failed[name] = (
+                    f"{type(error).__name__}: {str(error).strip().splitlines()[0] if str(error).strip() else ''}"
+                )
                 print(f"  repeat {r}: {name:22s} failed: {failed[name]}", flush=True)
                 continue
             print(f"  repeat {r}: {name:22s} {runs[name][-1]:7.1f} img/s", flush=True)
         median = {name: statistics.median(v) for name, v in runs.items() if v and name not in failed}
         if args.json:  # after every repeat: a run stopped early still leaves its figures
-            Path(args.json).write_text(json.dumps({
-                "device": device, "overrides": args.overrides, "net": cfg.net._target_,
-                "precision": str(cfg.trainer.precision), "batch_size": cfg.data.batch_size, "n_train": len(train[0]),
-                "epochs": args.epochs, "repeats": r + 1, "gflop_per_image": flops / 1e9, "peak_gflop_per_s": peak / 1e9,
-                "img_per_s": runs, "median_img_per_s": median, "failed": failed,
-                "fraction_of_peak": {name: value * flops / peak for name, value in median.items()}}, indent=2))
+            Path(args.json).write_text(
+                json.dumps(
+                    {
+                        "device": device,
+                        "overrides": args.overrides,
+                        "net": cfg.net._target_,
+                        "precision": str(cfg.trainer.precision),
+                        "batch_size": cfg.data.batch_size,
+                        "n_train": len(train[0]),
+                        "epochs": args.epochs,
+                        "repeats": r + 1,
+                        "gflop_per_image": flops / 1e9,
+                        "peak_gflop_per_s": peak / 1e9,
+                        "img_per_s": runs,
+                        "median_img_per_s": median,
+                        "failed": failed,
+                        "fraction_of_peak": {name: value * flops / peak for name, value in median.items()},
+                    },
+                    indent=2,
+                )
+            )
     print(f"\n| loop | img/s (median of {args.repeats}) | kfkd / loop | of the {kind} peak |")
     print("| --- | --- | --- | --- |")
     for name, value in median.items():

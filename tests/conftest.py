@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from keypoints import keypointset
+from keypoints.core import keypointset
 
 ROOT = Path(__file__).resolve().parents[1]
 REALFACES = ROOT.parent / "shared" / "data" / "realfaces"
@@ -17,9 +17,10 @@ KAGGLE15 = keypointset.load("kaggle15")  # the default keypoint set: Kaggle's 15
 def cpu_unless_marked_cuda(request, monkeypatch):
     """Tests not marked `cuda` run as on a machine without a GPU, in this process and in the commands
     they start: on a GPU host too they compare results in the precision they were computed in (the CPU's),
-    never a CPU run against the GPU's TF32 or bf16 arithmetic. tests/test_cuda.py covers the GPU."""
+    never a CPU run against the GPU's TF32 or bf16 arithmetic. tests/training/test_cuda.py covers the GPU."""
     if request.node.get_closest_marker("cuda") is None:
         import torch
+
         monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
         monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
 
@@ -27,7 +28,8 @@ def cpu_unless_marked_cuda(request, monkeypatch):
 @pytest.fixture(scope="session")
 def tiny_data(tmp_path_factory) -> Path:
     """A small Kaggle-format dataset of synthetic faces (80 training rows, 12 test images)."""
-    from keypoints import synthetic
+    from keypoints.data import synthetic
+
     return synthetic.generate(tmp_path_factory.mktemp("tiny"), n_train=80, n_test=12, seed=1)
 
 
@@ -40,7 +42,9 @@ def realfaces() -> Path:
 
 def compose(*overrides: str):
     """The config `python train.py OVERRIDES` would run, composed by Hydra's API."""
-    from hydra import compose as hydra_compose, initialize_config_dir
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
     with initialize_config_dir(version_base="1.3", config_dir=str(ROOT / "conf")):
         return hydra_compose("config", overrides=list(overrides))
 
@@ -48,8 +52,14 @@ def compose(*overrides: str):
 def run_train(cwd: Path, *overrides: str, check: bool = True) -> subprocess.CompletedProcess:
     """`python train.py OVERRIDES` in `cwd`, quietly, as a user runs it."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.run([sys.executable, str(ROOT / "train.py"), "trainer.enable_progress_bar=false", *overrides],
-                          cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "train.py"), "trainer.enable_progress_bar=false", *overrides],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     if check and proc.returncode != 0:
         raise AssertionError(f"train.py failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
     return proc
@@ -68,17 +78,26 @@ def make_run(directory, data_dir, specialist="all", seed=0, bias=None, net_overr
     import torch
     from hydra.utils import instantiate
     from omegaconf import OmegaConf
-    from keypoints.nets import output_layer
 
-    cfg = compose(*data, f"data.dir={data_dir}", f"specialist={specialist}", f"paths.output_dir={directory}",
-                  f"paths.cache_dir={directory.parent}/cache", *net_overrides)
+    from keypoints.models.nets import output_layer
+
+    cfg = compose(
+        *data,
+        f"data.dir={data_dir}",
+        f"specialist={specialist}",
+        f"paths.output_dir={directory}",
+        f"paths.cache_dir={directory.parent}/cache",
+        *net_overrides,
+    )
     torch.manual_seed(seed)
     net = instantiate(cfg.net, n_outputs=len(keypointset.specialist(cfg).columns))
     if bias is not None:
         with torch.no_grad():
             net.get_submodule(output_layer(net)).bias.fill_(bias)
     (directory / "checkpoints").mkdir(parents=True)
-    torch.save({"state_dict": {f"net.{k}": v for k, v in net.state_dict().items()}}, directory / "checkpoints" / "best.ckpt")
+    torch.save(
+        {"state_dict": {f"net.{k}": v for k, v in net.state_dict().items()}}, directory / "checkpoints" / "best.ckpt"
+    )
     OmegaConf.save(cfg, directory / "config.yaml", resolve=True)
     return directory
 
@@ -111,7 +130,9 @@ def slurm():
     except (OSError, subprocess.TimeoutExpired) as e:
         unavailable(f"no Slurm cluster answers here ({e})")
     if nodes.returncode or not {"idle", "mixed", "allocated"} & set(nodes.stdout.split()):
-        unavailable(f"no Slurm node is up here ({(nodes.stderr or nodes.stdout or 'none').strip().splitlines()[0][:200]})")
+        unavailable(
+            f"no Slurm node is up here ({(nodes.stderr or nodes.stdout or 'none').strip().splitlines()[0][:200]})"
+        )
     before = set(subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True).stdout.split())
     yield
     left = set(subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True).stdout.split()) - before
@@ -150,7 +171,8 @@ def pytest_report_teststatus(report, config):
         return f"passed on {'+'.join(services)}", ".", "PASSED"
 
 
-# --- tiny COCO keypoints datasets (keypoints/coco.py), made here: the tests need no ../shared ----------
+# --- tiny COCO keypoints datasets (keypoints/data/coco.py), made here: the tests need no ../shared ----------
+
 
 def write_coco(directory: Path, photos: list, points, boxes, names: list[str], people: list[int]) -> Path:
     """`photos` (uint8 arrays) as images/<i>.png and annotations.json: one face per photo, its keypoints
@@ -164,16 +186,32 @@ def write_coco(directory: Path, photos: list, points, boxes, names: list[str], p
     images, annotations = [], []
     for i, (photo, p, box, person) in enumerate(zip(photos, points, boxes, people)):
         Image.fromarray(photo).save(directory / "images" / f"{i}.png")
-        images.append({"id": i + 1, "file_name": f"images/{i}.png", "width": photo.shape[1], "height": photo.shape[0],
-                       "person": int(person)})
+        images.append(
+            {
+                "id": i + 1,
+                "file_name": f"images/{i}.png",
+                "width": photo.shape[1],
+                "height": photo.shape[0],
+                "person": int(person),
+            }
+        )
         triples = [[0.0, 0.0, 0] if np.isnan(x) else [round(float(x), 2), round(float(y), 2), 2] for x, y in p]
         left, top, right, bottom = map(float, box)
-        annotations.append({"id": i + 1, "image_id": i + 1, "category_id": 1, "iscrowd": 0,
-                            "bbox": [left, top, right - left, bottom - top],
-                            "keypoints": [v for t in triples for v in t], "num_keypoints": sum(t[2] > 0 for t in triples)})
+        annotations.append(
+            {
+                "id": i + 1,
+                "image_id": i + 1,
+                "category_id": 1,
+                "iscrowd": 0,
+                "bbox": [left, top, right - left, bottom - top],
+                "keypoints": [v for t in triples for v in t],
+                "num_keypoints": sum(t[2] > 0 for t in triples),
+            }
+        )
     categories = [{"id": 1, "name": "face", "keypoints": names, "skeleton": []}]
-    (directory / "annotations.json").write_text(json.dumps({"images": images, "annotations": annotations,
-                                                            "categories": categories}))
+    (directory / "annotations.json").write_text(
+        json.dumps({"images": images, "annotations": annotations, "categories": categories})
+    )
     return directory
 
 
@@ -183,7 +221,7 @@ def tiny_coco(tiny_data, tmp_path_factory) -> Path:
     photo of its own at its own place, boxed by its 96x96 square; 10 people of 4 photos each."""
     import numpy as np
 
-    from keypoints.data import read_csv
+    from keypoints.data.kaggle import read_csv
 
     frame, faces = read_csv(tiny_data / "training.csv", None, 96)
     rng = np.random.default_rng(0)
@@ -193,8 +231,9 @@ def tiny_coco(tiny_data, tmp_path_factory) -> Path:
         photos.append(np.pad(face, ((top, 150 - 96 - top), (left, 140 - 96 - left)), mode="edge"))
         points.append(row.reshape(-1, 2) + (left, top))
         boxes.append((left, top, left + 96, top + 96))
-    return write_coco(tmp_path_factory.mktemp("coco") / "tiny", photos, points, boxes, KAGGLE15.names,
-                      [i // 4 for i in range(40)])
+    return write_coco(
+        tmp_path_factory.mktemp("coco") / "tiny", photos, points, boxes, KAGGLE15.names, [i // 4 for i in range(40)]
+    )
 
 
 def face68(rng, centre=(60.0, 62.0), scale=1.0, angle=0.0):
@@ -208,10 +247,14 @@ def face68(rng, centre=(60.0, 62.0), scale=1.0, angle=0.0):
     brows += [(96 - x, y) for x, y in brows[::-1]]
     nose = [(48, 36 + 6 * k) for k in range(4)] + [(40 + 4 * k, 58 + (k in (0, 4)) * -2) for k in range(5)]
     eye = lambda cx: [(cx - 7, 40), (cx - 3, 37), (cx + 3, 37), (cx + 7, 40), (cx + 3, 43), (cx - 3, 43)]
-    outer = [(48 - 14 * np.cos(a), 72 + 7 * np.sin(a) * (1 if k > 6 else -1))
-             for k, a in enumerate(np.r_[np.linspace(0, np.pi, 7), np.linspace(np.pi, 0, 7)[1:-1]])]
-    inner = [(48 - 10 * np.cos(a), 72 + 3 * np.sin(a) * (1 if k > 4 else -1))
-             for k, a in enumerate(np.r_[np.linspace(0, np.pi, 5), np.linspace(np.pi, 0, 5)[1:-1]])]
+    outer = [
+        (48 - 14 * np.cos(a), 72 + 7 * np.sin(a) * (1 if k > 6 else -1))
+        for k, a in enumerate(np.r_[np.linspace(0, np.pi, 7), np.linspace(np.pi, 0, 7)[1:-1]])
+    ]
+    inner = [
+        (48 - 10 * np.cos(a), 72 + 3 * np.sin(a) * (1 if k > 4 else -1))
+        for k, a in enumerate(np.r_[np.linspace(0, np.pi, 5), np.linspace(np.pi, 0, 5)[1:-1]])
+    ]
     shape = np.concatenate([jaw, brows, nose, eye(30), eye(66), outer, inner]) - 48
     c, s = np.cos(angle), np.sin(angle)
     return shape @ (np.array([[c, -s], [s, c]]) * scale).T + centre + rng.normal(0, 0.5, shape.shape)
@@ -226,7 +269,7 @@ def tiny_coco68(tmp_path_factory) -> Path:
 
     rng = np.random.default_rng(1)
     names, photos, points, boxes = keypointset.load("ibug68").names, [], [], []
-    for i in range(24):
+    for _ in range(24):
         p = face68(rng, rng.uniform(55, 75, 2), rng.uniform(0.7, 1.1), rng.uniform(-0.2, 0.2))
         image = Image.fromarray(rng.integers(150, 230, (130, 140), np.uint8))
         pen = ImageDraw.Draw(image)
@@ -235,5 +278,6 @@ def tiny_coco68(tmp_path_factory) -> Path:
         photos.append(np.asarray(image))
         points.append(p)
         boxes.append((*p.min(0), *p.max(0)))
-    return write_coco(tmp_path_factory.mktemp("coco68") / "tiny", photos, points, boxes, names,
-                      [i // 4 for i in range(24)])
+    return write_coco(
+        tmp_path_factory.mktemp("coco68") / "tiny", photos, points, boxes, names, [i // 4 for i in range(24)]
+    )

@@ -4,7 +4,7 @@
 
 setup: the carried wheels (.whl/) installed into a temporary folder on PYTHONPATH, the machine read
 (GPU, driver, torch, CUDA, Lightning, Hydra). Then, in order of value:
-  a. the CUDA tests (tests/test_cuda.py);
+  a. the CUDA tests (tests/training/test_cuda.py);
   b. throughput of net2, cnn_bn and heatmap: kfkd with and without CUDA graphs beside a hand loop,
      eager and as one CUDA graph, and the fraction of the GPU's bf16 peak (benchmarks/throughput.py);
   c. the fast preset once on realfaces, validated on unseen people;
@@ -18,8 +18,9 @@ $OUT) receives four files, rewritten after every stage: log.txt, figures.json (e
 the GPU, torch and CUDA), metrics.json (every run's metrics.json) and cuda_tests.xml.
 
 This file imports only the standard library: it must report even where the packages fail to import.
-`--smoke`: the same stages on CPU with tiny data, nets and epochs (tests/test_gpu_run.py runs it).
+`--smoke`: the same stages on CPU with tiny data, nets and epochs (tests/bench/test_gpu_run.py runs it).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -39,17 +40,44 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-LOG_CAP, LOG_TOTAL = 2 << 20, 12 << 20  # bytes of log.txt for one command's output, and in all (files come back under 16 MiB)
+LOG_CAP, LOG_TOTAL = (
+    2 << 20,
+    12 << 20,
+)  # bytes of log.txt for one command's output, and in all (files come back under 16 MiB)
 FILES = ("log.txt", "figures.json", "metrics.json", "cuda_tests.xml")
 # What the GPU image has of the wheels' requirements (the device library's KINDS.md, "Python packages
 # already there"): the rest must travel in .whl/.
-IMAGE = {"cloudpickle", "joblib", "markupsafe", "numpy", "packaging", "pyyaml", "tqdm", "typing-extensions",
-         "torch", "pytorch-lightning", "lightning-utilities", "torchmetrics", "tensorboard", "pandas", "pillow",
-         "opencv-python-headless", "onnx", "onnxruntime", "onnxscript", "matplotlib", "pytest", "setuptools"}
+IMAGE = {
+    "cloudpickle",
+    "joblib",
+    "markupsafe",
+    "numpy",
+    "packaging",
+    "pyyaml",
+    "tqdm",
+    "typing-extensions",
+    "torch",
+    "pytorch-lightning",
+    "lightning-utilities",
+    "torchmetrics",
+    "tensorboard",
+    "pandas",
+    "pillow",
+    "opencv-python-headless",
+    "onnx",
+    "onnxruntime",
+    "onnxscript",
+    "matplotlib",
+    "pytest",
+    "setuptools",
+}
 THROUGHPUT = {"net2": ["experiment=net2"], "cnn_bn": ["experiment=fast", "net=cnn_bn"], "heatmap": ["experiment=fast"]}
 TINY_BACKBONE = ["net.backbone.stem=[8]", "net.backbone.channels=[8,16]", "net.backbone.blocks=[1,1]"]
-TINY = {"net2": ["net.channels=[4,4,4]", "net.hidden=8"], "cnn_bn": ["net.channels=[4,4,4,4]", "net.hidden=8"],
-        "heatmap": [*TINY_BACKBONE, "net.width=8"]}
+TINY = {
+    "net2": ["net.channels=[4,4,4]", "net.hidden=8"],
+    "cnn_bn": ["net.channels=[4,4,4,4]", "net.hidden=8"],
+    "heatmap": [*TINY_BACKBONE, "net.width=8"],
+}
 
 
 class Settings:
@@ -60,8 +88,11 @@ class Settings:
         self.budget = 150 if smoke else 480
         self.grace = 5 if smoke else 20  # a stopped command's time to write its checkpoints and logs, then SIGKILL
         self.evaluate = 20 if smoke else 60  # reading a sweep's runs and `submit evaluate` on them
-        self.caps = {"setup": 60, "a": 40, "b": 50, "c": 30, "d": None} if smoke else \
-            {"setup": 90, "a": 180, "b": 150, "c": 90, "d": None}
+        self.caps = (
+            {"setup": 60, "a": 40, "b": 50, "c": 30, "d": None}
+            if smoke
+            else {"setup": 90, "a": 180, "b": 150, "c": 90, "d": None}
+        )
         self.trainer = [] if smoke else ["trainer=gpu"]
         self.cuda_tests = ["-m", "cuda"] if smoke else []  # on CPU they skip; the rest of the file runs in the suite
         self.device = "cpu" if smoke else "cuda"
@@ -70,13 +101,30 @@ class Settings:
         # smoke: no glibc-malloc subprocess in the CPU throughput, 2 epochs, budgets of a few epochs, two specialists
         self.throughput_extra = ["keep_freed_memory=false"] if smoke else []
         self.fast_extra = [*TINY["heatmap"], "trainer.max_epochs=2"] if smoke else []
-        self.specialists_extra = [*TINY["net2"], "epoch_budget.scratch=100", "epoch_budget.pretrained=40",
-                                  'hydra.sweeper.params.specialist="eyes,nose"'] if smoke else []
+        self.specialists_extra = (
+            [
+                *TINY["net2"],
+                "epoch_budget.scratch=100",
+                "epoch_budget.pretrained=40",
+                'hydra.sweeper.params.specialist="eyes,nose"',
+            ]
+            if smoke
+            else []
+        )
 
 
 class GpuRun:
-    def __init__(self, out: Path, scratch: Path, settings: Settings, stages: str, budget: float, python: str,
-                 wheels: Path, data: Path | None):
+    def __init__(
+        self,
+        out: Path,
+        scratch: Path,
+        settings: Settings,
+        stages: str,
+        budget: float,
+        python: str,
+        wheels: Path,
+        data: Path | None,
+    ):
         self.start = time.monotonic()
         self.deadline = self.start + budget
         self.out, self.scratch, self.s, self.stages, self.python = out, scratch, settings, stages, python
@@ -84,14 +132,22 @@ class GpuRun:
         out.mkdir(parents=True, exist_ok=True)
         scratch.mkdir(parents=True, exist_ok=True)
         self.log_file = open(out / "log.txt", "a", encoding="utf-8", errors="replace")
-        self.figures = {"mode": "smoke (CPU, tiny)" if settings.smoke else "gpu", "command": sys.argv,
-                        "started": datetime.now(timezone.utc).isoformat(timespec="seconds"), "budget_s": budget,
-                        "commit": commit(), "stages": {}}
+        self.figures = {
+            "mode": "smoke (CPU, tiny)" if settings.smoke else "gpu",
+            "command": sys.argv,
+            "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "budget_s": budget,
+            "commit": commit(),
+            "stages": {},
+        }
         self.metrics: dict[str, dict] = {}
         self._tails: dict[str, str] = {}
         self.logged = 0  # bytes of commands' output in log.txt
-        self.env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": os.pathsep.join(
-            [str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])}
+        self.env = {
+            **os.environ,
+            "PYTHONUNBUFFERED": "1",
+            "PYTHONPATH": os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]),
+        }
 
     # --- output ---------------------------------------------------------------------------------
 
@@ -124,8 +180,15 @@ class GpuRun:
             return {"status": "skipped", "detail": "out of time", "seconds": 0}
         self.say(f"{name}: {' '.join(argv)}  (cap {limit:.0f} s)")
         began = time.monotonic()
-        proc = subprocess.Popen(argv, cwd=ROOT, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, start_new_session=True)
+        proc = subprocess.Popen(
+            argv,
+            cwd=ROOT,
+            env=self.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         reader = threading.Thread(target=self._copy_output, args=(name, proc.stdout), daemon=True)
         reader.start()
         stopped = False
@@ -152,7 +215,9 @@ class GpuRun:
         else:
             result = {"status": "ok", "seconds": seconds}
         result["output_tail"] = self._tails.pop(name, "")
-        self.say(f"{name}: {result['status']} in {seconds} s" + (f" ({result['detail']})" if "detail" in result else ""))
+        self.say(
+            f"{name}: {result['status']} in {seconds} s" + (f" ({result['detail']})" if "detail" in result else "")
+        )
         return result
 
     def _copy_output(self, name: str, stream) -> None:
@@ -203,10 +268,28 @@ class GpuRun:
         wheels = sorted(self.wheels.glob("*.whl")) if self.wheels.is_dir() else []
         if wheels:
             site = self.scratch / "site"
-            results["install"] = self.command("install", [
-                self.python, "-m", "pip", "install", "-q", "--no-index", "--no-deps", "--no-compile", "--no-cache-dir",
-                "--upgrade", "--target", str(site), *map(str, wheels)], cap / 2)
-            self.env["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(site), *filter(None, [os.environ.get("PYTHONPATH")])])
+            results["install"] = self.command(
+                "install",
+                [
+                    self.python,
+                    "-m",
+                    "pip",
+                    "install",
+                    "-q",
+                    "--no-index",
+                    "--no-deps",
+                    "--no-compile",
+                    "--no-cache-dir",
+                    "--upgrade",
+                    "--target",
+                    str(site),
+                    *map(str, wheels),
+                ],
+                cap / 2,
+            )
+            self.env["PYTHONPATH"] = os.pathsep.join(
+                [str(ROOT), str(site), *filter(None, [os.environ.get("PYTHONPATH")])]
+            )
             self.figures["wheels"] = [w.name for w in wheels]
         else:
             self.say(f"no wheels in {self.wheels}: the installed packages are used")
@@ -222,9 +305,23 @@ class GpuRun:
     def cuda_tests(self, cap: float) -> dict:
         xml = self.out / "cuda_tests.xml"
         # SIGINT: pytest stops as after Ctrl-C, still writing its summary and the JUnit file
-        result = self.command("cuda tests", [self.python, "-m", "pytest", "-v", "-p", "no:cacheprovider", "-rfEs",
-                                             *self.s.cuda_tests, "tests/test_cuda.py", f"--junitxml={xml}"], cap,
-                              stop=signal.SIGINT)
+        result = self.command(
+            "cuda tests",
+            [
+                self.python,
+                "-m",
+                "pytest",
+                "-v",
+                "-p",
+                "no:cacheprovider",
+                "-rfEs",
+                *self.s.cuda_tests,
+                "tests/training/test_cuda.py",
+                f"--junitxml={xml}",
+            ],
+            cap,
+            stop=signal.SIGINT,
+        )
         self.figures["cuda_tests"] = junit(xml)
         return result
 
@@ -233,10 +330,24 @@ class GpuRun:
         for i, (net, overrides) in enumerate(THROUGHPUT.items()):
             share = (min(cap, self.left()) - sum(s["seconds"] for s in statuses.values())) / (len(THROUGHPUT) - i)
             path = self.scratch / f"throughput_{net}.json"
-            statuses[net] = self.command(f"throughput {net}", [
-                self.python, "-m", "benchmarks.throughput", "--device", self.s.device, *self.s.throughput,
-                "--json", str(path), *overrides, *self.s.tiny[net], *self.s.throughput_extra, *self.data_overrides()],
-                share)
+            statuses[net] = self.command(
+                f"throughput {net}",
+                [
+                    self.python,
+                    "-m",
+                    "benchmarks.throughput",
+                    "--device",
+                    self.s.device,
+                    *self.s.throughput,
+                    "--json",
+                    str(path),
+                    *overrides,
+                    *self.s.tiny[net],
+                    *self.s.throughput_extra,
+                    *self.data_overrides(),
+                ],
+                share,
+            )
             if path.is_file():
                 figures[net] = json.loads(path.read_text())
             self.figures["throughput"] = figures
@@ -245,10 +356,22 @@ class GpuRun:
 
     def fast(self, cap: float) -> dict:
         run = self.scratch / "fast"
-        result = self.command("fast", [
-            self.python, "train.py", "experiment=fast", *self.data_overrides(), f"data.groups={self.data}/training_people.csv",
-            "mirror=realfaces", *self.s.trainer, "trainer.enable_progress_bar=false", f"hydra.run.dir={run}",
-            *self.s.fast_extra], cap)
+        result = self.command(
+            "fast",
+            [
+                self.python,
+                "train.py",
+                "experiment=fast",
+                *self.data_overrides(),
+                f"data.groups={self.data}/training_people.csv",
+                "mirror=realfaces",
+                *self.s.trainer,
+                "trainer.enable_progress_bar=false",
+                f"hydra.run.dir={run}",
+                *self.s.fast_extra,
+            ],
+            cap,
+        )
         runs = self.collect(run, "fast")
         self.figures["fast"] = {"seconds": result["seconds"], **runs.get("fast", {})}
         return result
@@ -265,18 +388,35 @@ class GpuRun:
                 results[name] = figures[name] = {"status": "skipped", "detail": "out of time"}
                 self.say(f"specialists {name}: not run, out of time")
                 continue
-            result = self.command(f"specialists {name}", [
-                self.python, "-m", "keypoints.specialists", "experiment=specialists", *self.data_overrides(),
-                *self.s.trainer, "trainer.enable_progress_bar=false", f"hydra.sweep.dir={sweep}", *extra,
-                *self.s.specialists_extra], cap)
-            figures[name] = {"sweep_s": result["seconds"], "finished": result["status"] == "ok",
-                             "runs": self.collect(sweep, f"specialists_{name}")}
+            result = self.command(
+                f"specialists {name}",
+                [
+                    self.python,
+                    "-m",
+                    "keypoints",
+                    "specialists",
+                    "experiment=specialists",
+                    *self.data_overrides(),
+                    *self.s.trainer,
+                    "trainer.enable_progress_bar=false",
+                    f"hydra.sweep.dir={sweep}",
+                    *extra,
+                    *self.s.specialists_extra,
+                ],
+                cap,
+            )
+            figures[name] = {
+                "sweep_s": result["seconds"],
+                "finished": result["status"] == "ok",
+                "runs": self.collect(sweep, f"specialists_{name}"),
+            }
             # The runs with a checkpoint (a run stopped in its first epoch has none): the columns of those
             # that finished, or the best epochs of those cut short.
             trained = sorted(str(c.parent.parent) for c in sweep.glob("*/checkpoints/best.ckpt"))
             if trained:
-                evaluated = self.command(f"evaluate {name}", [self.python, "-m", "keypoints.submit", "evaluate",
-                                                              *trained], self.s.evaluate - 5)
+                evaluated = self.command(
+                    f"evaluate {name}", [self.python, "-m", "keypoints", "evaluate", *trained], self.s.evaluate - 5
+                )
                 figures[name]["evaluate_rmse_px"] = overall_rmse(evaluated.get("output_tail", ""))
                 figures[name]["evaluated_runs"] = [Path(t).name for t in trained]
                 result = _combined({"sweep": result, "evaluate": evaluated})
@@ -293,8 +433,14 @@ class GpuRun:
         found = collect(directory)
         if any(not run["finished"] for run in found.values()):  # TensorBoard's reader, in the measured Python
             try:
-                proc = subprocess.run([self.python, str(Path(__file__)), "--collect", str(directory)], cwd=ROOT,
-                                      env=self.env, capture_output=True, text=True, timeout=max(10, min(60, self.left())))
+                proc = subprocess.run(
+                    [self.python, str(Path(__file__)), "--collect", str(directory)],
+                    cwd=ROOT,
+                    env=self.env,
+                    capture_output=True,
+                    text=True,
+                    timeout=max(10, min(60, self.left())),
+                )
                 found = _last_json(proc.stdout) or found
                 if proc.returncode:
                     self.say(f"collect {directory}: failed: {proc.stderr.strip().splitlines()[-1:] or proc.returncode}")
@@ -309,8 +455,10 @@ class GpuRun:
         return runs
 
     def main(self) -> int:
-        self.say(f"kfkd GPU run ({self.figures['mode']}): out {self.out}, scratch {self.scratch}, "
-                 f"budget {self.deadline - self.start:.0f} s, stages {self.stages}")
+        self.say(
+            f"kfkd GPU run ({self.figures['mode']}): out {self.out}, scratch {self.scratch}, "
+            f"budget {self.deadline - self.start:.0f} s, stages {self.stages}"
+        )
         self.save()
         self.stage("setup", "wheels, machine", self.setup)
         self.stage("a", "CUDA tests", self.cuda_tests)
@@ -326,18 +474,28 @@ class GpuRun:
         """The short table the device tool's output tail shows."""
         f = self.figures
         env = f.get("environment", {})
-        self.say(f"device: {env.get('gpu') or 'no GPU'}; torch {env.get('torch')} (CUDA {env.get('cuda')}), "
-                 f"Lightning {env.get('lightning')}; {f['elapsed_s']} s of {f['budget_s']:.0f}")
+        self.say(
+            f"device: {env.get('gpu') or 'no GPU'}; torch {env.get('torch')} (CUDA {env.get('cuda')}), "
+            f"Lightning {env.get('lightning')}; {f['elapsed_s']} s of {f['budget_s']:.0f}"
+        )
         for key, stage in f["stages"].items():
-            self.say(f"  {key:5s} {stage['status']:8s} {stage.get('seconds', 0):6.1f} s  {stage.get('title', '')}"
-                     + (f"  ({stage['detail']})" if stage.get("detail") else ""))
+            self.say(
+                f"  {key:5s} {stage['status']:8s} {stage.get('seconds', 0):6.1f} s  {stage.get('title', '')}"
+                + (f"  ({stage['detail']})" if stage.get("detail") else "")
+            )
         tests = f.get("cuda_tests")
         if tests:
-            self.say(f"  cuda tests: {tests.get('passed')} passed, {tests.get('failed')} failed, "
-                     f"{tests.get('skipped')} skipped")
+            self.say(
+                f"  cuda tests: {tests.get('passed')} passed, {tests.get('failed')} failed, "
+                f"{tests.get('skipped')} skipped"
+            )
         for net, t in f.get("throughput", {}).items():
-            self.say(f"  {net}: " + ", ".join(f"{k} {v:.0f} img/s ({t['fraction_of_peak'][k]:.1%})"
-                                              for k, v in t["median_img_per_s"].items()))
+            self.say(
+                f"  {net}: "
+                + ", ".join(
+                    f"{k} {v:.0f} img/s ({t['fraction_of_peak'][k]:.1%})" for k, v in t["median_img_per_s"].items()
+                )
+            )
         if "fast" in f:
             self.say(f"  fast: {f['fast']}")
         for name, sweep in f.get("specialists", {}).items():
@@ -346,6 +504,7 @@ class GpuRun:
 
 
 # --- helpers: process groups, results ----------------------------------------------------------------
+
 
 def _signal_group(pid: int, sig) -> None:
     try:
@@ -380,10 +539,18 @@ def _combined(parts: dict[str, dict]) -> dict:
     """One status for several commands: the first that was not ok, else ok."""
     worst = next((p for p in parts.values() if p["status"] not in ("ok", "skipped")), None)
     status = worst["status"] if worst else ("ok" if any(p["status"] == "ok" for p in parts.values()) else "skipped")
-    detail = "; ".join(f"{k}: {p['status']}" + (f" ({p['detail']})" if p.get("detail") else "")
-                       for k, p in parts.items() if p["status"] != "ok")
-    return {"status": status, **({"detail": detail} if detail else {}),
-            "steps": {k: {x: y for x, y in p.items() if x != "output_tail" or p["status"] != "ok"} for k, p in parts.items()}}
+    detail = "; ".join(
+        f"{k}: {p['status']}" + (f" ({p['detail']})" if p.get("detail") else "")
+        for k, p in parts.items()
+        if p["status"] != "ok"
+    )
+    return {
+        "status": status,
+        **({"detail": detail} if detail else {}),
+        "steps": {
+            k: {x: y for x, y in p.items() if x != "output_tail" or p["status"] != "ok"} for k, p in parts.items()
+        },
+    }
 
 
 def _last_json(text: str):
@@ -409,11 +576,22 @@ def junit(path: Path) -> dict:
                 outcome = {"failure": "failed", "error": "error", "skipped": "skipped"}[child.tag]
                 message = (child.get("message") or child.text or "").strip()[:500]
                 break
-        cases.append({"test": case.get("name"), "outcome": outcome, "seconds": float(case.get("time", 0)),
-                      **({"message": message} if outcome != "passed" else {})})
+        cases.append(
+            {
+                "test": case.get("name"),
+                "outcome": outcome,
+                "seconds": float(case.get("time", 0)),
+                **({"message": message} if outcome != "passed" else {}),
+            }
+        )
     count = lambda o: sum(c["outcome"] == o for c in cases)
-    return {"tests": len(cases), "passed": count("passed"), "failed": count("failed") + count("error"),
-            "skipped": count("skipped"), "cases": cases}
+    return {
+        "tests": len(cases),
+        "passed": count("passed"),
+        "failed": count("failed") + count("error"),
+        "skipped": count("skipped"),
+        "cases": cases,
+    }
 
 
 def overall_rmse(table: str) -> float | None:
@@ -427,8 +605,13 @@ def commit() -> str | None:
     try:
         head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, timeout=10)
         if head.returncode == 0:
-            dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
-                                   capture_output=True, text=True, timeout=10).stdout.strip()
+            dirty = subprocess.run(
+                ["git", "status", "--porcelain", "--untracked-files=no"],
+                cwd=ROOT,
+                capture_output=True,
+                text=True,
+                timeout=10,
+            ).stdout.strip()
             return head.stdout.strip() + (" (with changes)" if dirty else "")
     except (OSError, subprocess.SubprocessError):
         pass
@@ -438,14 +621,26 @@ def commit() -> str | None:
 
 # --- modes run in the measured Python: the machine, the runs, the wheels ----------------------------
 
+
 def probe() -> dict:
     """The machine and its packages, as the runs will see them; what fails to import is named, not fatal."""
     import platform
     from importlib import metadata
 
     found = {"python": platform.python_version(), "host": platform.node(), "cpus": os.cpu_count(), "errors": {}}
-    for name in ("torch", "pytorch-lightning", "torchmetrics", "hydra-core", "omegaconf", "optuna", "submitit",
-                 "numpy", "onnxruntime", "onnxscript", "tensorboard"):
+    for name in (
+        "torch",
+        "pytorch-lightning",
+        "torchmetrics",
+        "hydra-core",
+        "omegaconf",
+        "optuna",
+        "submitit",
+        "numpy",
+        "onnxruntime",
+        "onnxscript",
+        "tensorboard",
+    ):
         try:
             found[{"pytorch-lightning": "lightning", "hydra-core": "hydra"}.get(name, name)] = metadata.version(name)
         except metadata.PackageNotFoundError:
@@ -456,12 +651,24 @@ def probe() -> dict:
         found["cuda"], found["cudnn"] = torch.version.cuda, torch.backends.cudnn.version()
         if torch.cuda.is_available():
             props = torch.cuda.get_device_properties(0)
-            found.update(gpu=props.name, gpus=torch.cuda.device_count(),
-                         capability=f"{props.major}.{props.minor}", gpu_memory_gib=round(props.total_memory / 2**30, 1),
-                         multiprocessors=props.multi_processor_count, bf16=torch.cuda.is_bf16_supported())
+            found.update(
+                gpu=props.name,
+                gpus=torch.cuda.device_count(),
+                capability=f"{props.major}.{props.minor}",
+                gpu_memory_gib=round(props.total_memory / 2**30, 1),
+                multiprocessors=props.multi_processor_count,
+                bf16=torch.cuda.is_bf16_supported(),
+            )
             try:
-                found["driver"] = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
-                                                 capture_output=True, text=True, timeout=20).stdout.strip() or None
+                found["driver"] = (
+                    subprocess.run(
+                        ["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                        capture_output=True,
+                        text=True,
+                        timeout=20,
+                    ).stdout.strip()
+                    or None
+                )
             except (OSError, subprocess.SubprocessError):
                 found["driver"] = None
     except Exception as error:  # noqa: BLE001
@@ -470,7 +677,8 @@ def probe() -> dict:
         from hydra.core.plugins import Plugins
         from hydra.plugins.launcher import Launcher
 
-        import keypoints.fit  # noqa: F401  everything a run imports
+        import keypoints.training.fit  # noqa: F401  everything a run imports
+
         found["launchers"] = sorted(p.__name__ for p in Plugins.instance().discover(Launcher))
     except Exception as error:  # noqa: BLE001
         found["errors"]["kfkd"] = f"{type(error).__name__}: {error}"
@@ -479,7 +687,7 @@ def probe() -> dict:
 
 def tiny_data(directory: Path) -> None:
     """The smoke run's data: 80 synthetic faces, with a person (four rows each) for the split by people."""
-    from keypoints import synthetic
+    from keypoints.data import synthetic
 
     synthetic.generate(directory, n_train=80, n_test=12, seed=1)
     (directory / "training_people.csv").write_text("row,person\n" + "".join(f"{i},{i // 4}\n" for i in range(80)))
@@ -495,9 +703,15 @@ def collect(directory: Path, events: bool = False) -> dict:
         metrics = run / "metrics.json"
         if metrics.is_file():
             m = json.loads(metrics.read_text())
-            runs[name] = {"finished": True, "epochs": m["epochs"], "best_epoch": m["best_epoch"],
-                          "valid_rmse_px": m["valid_rmse_px"], "wall_time_s": m["wall_time_s"],
-                          "n_train": m.get("n_train"), "metrics": m}
+            runs[name] = {
+                "finished": True,
+                "epochs": m["epochs"],
+                "best_epoch": m["best_epoch"],
+                "valid_rmse_px": m["valid_rmse_px"],
+                "wall_time_s": m["wall_time_s"],
+                "n_train": m.get("n_train"),
+                "metrics": m,
+            }
             continue
         if not events:
             runs[name] = {"finished": False}
@@ -509,8 +723,12 @@ def collect(directory: Path, events: bool = False) -> dict:
         losses = [e.value for e in events.Scalars("valid_loss")] if "valid_loss" in events.Tags()["scalars"] else []
         finite = [v for v in losses if math.isfinite(v)]
         best = losses.index(min(finite)) if finite else None
-        runs[name] = {"finished": False, "epochs": len(losses), "best_epoch": best,
-                      "valid_rmse_px": math.sqrt(losses[best]) * 48 if best is not None else None}
+        runs[name] = {
+            "finished": False,
+            "epochs": len(losses),
+            "best_epoch": best,
+            "valid_rmse_px": math.sqrt(losses[best]) * 48 if best is not None else None,
+        }
     return runs
 
 
@@ -523,9 +741,17 @@ def missing_requirements(wheels: list[Path], image: set[str]) -> list[str]:
     from pip._vendor.packaging.requirements import Requirement
     from pip._vendor.packaging.utils import canonicalize_name
 
-    environment = {"python_version": "3.12", "python_full_version": "3.12.3", "sys_platform": "linux",
-                   "platform_system": "Linux", "platform_machine": "x86_64", "os_name": "posix",
-                   "implementation_name": "cpython", "platform_python_implementation": "CPython", "extra": ""}
+    environment = {
+        "python_version": "3.12",
+        "python_full_version": "3.12.3",
+        "sys_platform": "linux",
+        "platform_system": "Linux",
+        "platform_machine": "x86_64",
+        "os_name": "posix",
+        "implementation_name": "cpython",
+        "platform_python_implementation": "CPython",
+        "extra": "",
+    }
     metadata = {}
     for wheel in wheels:
         with zipfile.ZipFile(wheel) as z:
@@ -547,8 +773,9 @@ def missing_requirements(wheels: list[Path], image: set[str]) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("out", nargs="?", help="the folder for the four result files (default: $OUT, "
-                                               "else outputs/gpu/<time>)")
+    parser.add_argument(
+        "out", nargs="?", help="the folder for the four result files (default: $OUT, else outputs/gpu/<time>)"
+    )
     parser.add_argument("--smoke", action="store_true", help="on CPU, tiny data, nets and epochs")
     parser.add_argument("--stages", default="abcd", help="which of the stages a, b, c, d to run (default all)")
     parser.add_argument("--budget", type=float, help="seconds for everything (default 480; smoke 150)")
@@ -579,10 +806,13 @@ def main(argv: list[str] | None = None) -> int:
     if scratch.is_relative_to(out):
         sys.exit(f"error: --scratch {scratch} lies inside the output folder {out}, which may hold only the results")
     data = Path(args.data).absolute() if args.data else (None if args.smoke else ROOT / ".data" / "realfaces")
-    run = GpuRun(out, scratch, settings, args.stages, args.budget or settings.budget, sys.executable,
-                 Path(args.wheels), data)
+    run = GpuRun(
+        out, scratch, settings, args.stages, args.budget or settings.budget, sys.executable, Path(args.wheels), data
+    )
     if data is not None and not (data / "training.csv.gz").is_file() and not (data / "training.csv").is_file():
-        run.say(f"warning: {data} has no training.csv: stages c and d will fail (benchmarks/gpu/prepare.sh copies realfaces)")
+        run.say(
+            f"warning: {data} has no training.csv: stages c and d will fail (benchmarks/gpu/prepare.sh copies realfaces)"
+        )
 
     def stopped(signum, frame):
         raise KeyboardInterrupt(signal.Signals(signum).name)

@@ -1,0 +1,5 @@
+"""python -m keypoints COMMAND: the kfkd command."""
+
+from keypoints.cli import main
+
+main()

@@ -1,0 +1,93 @@
+"""kfkd: facial keypoint detection experiments, one command with a subcommand for each job.
+
+    kfkd COMMAND [ARGS]      (python -m keypoints COMMAND does the same)
+
+`train`, `specialists` and `search` take Hydra overrides of conf/ (`kfkd train net=mlp seed=1`);
+the others take their own options. `kfkd COMMAND --help` says more. Each command's module is imported
+only when it runs, so `kfkd --help` answers at once.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import sys
+
+import hydra
+from omegaconf import DictConfig
+
+from keypoints.core.paths import CONF
+
+# name: (module whose main(argv) runs it, one line of help)
+COMMANDS = {
+    "train": ("keypoints.cli", "train one net, or several with -m: Hydra overrides (as python train.py)"),
+    "specialists": ("keypoints.specialists.pipeline", "the base net, then its specialists, then curves and submission"),
+    "search": ("keypoints.cli", "an Optuna search that prunes: kfkd train -m hparams_search=fast OVERRIDES"),
+    "submit": ("keypoints.inference.submit", "predict Kaggle's test.csv with trained runs: submission.csv"),
+    "evaluate": ("keypoints.inference.evaluate", "RMSE and NME of trained runs on labelled faces"),
+    "detect": ("keypoints.photos.detect", "keypoints on photos: faces found, framed and predicted"),
+    "export": ("keypoints.inference.export", "a trained run as an .onnx model that needs no torch"),
+    "mirror": ("keypoints.inference.mirror", "measure where a dataset's mirrored labels sit off the mirror"),
+    "framefit": ("keypoints.photos.framefit", "fit how a face finder's box frames faces (conf/framing.yaml)"),
+    "data": ("keypoints.data.build", "build realfaces (Kaggle CSV) or faces68 (COCO) from their public source"),
+}
+
+
+@hydra.main(version_base="1.3", config_path=str(CONF), config_name="config")
+def train_task(cfg: DictConfig) -> float:
+    """One run of `python train.py`: its config, composed by Hydra from conf/ and the command line."""
+    # Imported after Hydra has parsed the command line: `--help` stays fast.
+    from hydra.core.hydra_config import HydraConfig
+
+    from keypoints.sweeps.cluster import requeued
+    from keypoints.training.faults import resume_point, user_errors
+    from keypoints.training.fit import fit
+
+    with user_errors():
+        if cfg.resume is not None:
+            cfg, resume_from = resume_point(cfg, HydraConfig.get())
+        else:  # a Slurm job started again goes on where it was preempted
+            cfg, resume_from = requeued(cfg)
+        metrics = fit(cfg, resume_from)
+    nme = metrics["valid_nme_pct"]
+    print(
+        f"valid RMSE: {metrics['valid_rmse_px']:.3f} px"
+        + (f", NME {nme:.2f} %, failure rate {metrics['valid_failure_pct']:.1f} %" if nme is not None else "")
+        + f" (best epoch {metrics['best_epoch']}, {metrics['epochs']} epochs, {metrics['wall_time_s']:.0f} s)"
+    )
+    print(f"logs: tensorboard --logdir {cfg.paths.output_dir}")
+    return metrics["valid_rmse_px"]
+
+
+def hydra_command(name: str, argv: list[str]) -> None:
+    """Run train_task on `argv` as Hydra reads a command line: from sys.argv."""
+    sys.argv = [f"kfkd {name}", *argv]
+    train_task()
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] in ("-h", "--help"):
+        title, usage, rest = __doc__.split("\n\n", 2)
+        width = max(map(len, COMMANDS))
+        commands = "\n".join(f"  {name:<{width}}  {text}" for name, (_, text) in COMMANDS.items())
+        print(f"{title}\n\n{usage}\n\ncommands:\n{commands}\n\n{rest}", end="")
+        return
+    name, rest = argv[0], argv[1:]
+    if name not in COMMANDS:
+        near = difflib.get_close_matches(name, COMMANDS, n=1)
+        sys.exit(
+            f"error: kfkd {name}: no such command; "
+            + (f"did you mean kfkd {near[0]}?" if near else f"expected one of {', '.join(COMMANDS)}")
+        )
+    if name == "train":
+        hydra_command(name, rest)
+    elif name == "search":
+        preset = [] if any(a.split("=")[0].lstrip("+") == "hparams_search" for a in rest) else ["hparams_search=fast"]
+        hydra_command(name, ["-m", *preset, *[a for a in rest if a not in ("-m", "--multirun")]])
+    else:
+        importlib.import_module(COMMANDS[name][0]).main(rest)
+
+
+if __name__ == "__main__":
+    main()

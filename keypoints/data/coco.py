@@ -1,0 +1,494 @@
+"""The COCO reader: keypoints in COCO format (what CVAT, Label Studio, Roboflow and mmpose export), each
+annotated face framed (from its anchors, or its box) and cropped to data.size px grey, cached.
+
+    python train.py data=coco data.dir=DIR keypoints=SET [data.groups=person]
+
+`DIR/annotations.json` (`data.annotations`) holds `images` (`id`, `file_name` relative to DIR,
+`width`, `height`, any fields of one's own), `annotations` (`image_id`, `category_id`, `bbox` as
+x, y, width, height, `keypoints` as x, y, v triples) and `categories` (each with its `keypoints`
+names). The keypoint set's names are looked up in the category's by name, so a set may take any of
+them in any order. v = 0 means not labelled: that keypoint is missing, and the masked loss skips it.
+
+The framing (keypoints.data.framing): every dataset draws its boxes its own way, so the box-to-frame map is
+learned from the training faces, as keypoints.photos.framefit learns a face finder's. A face's target frame
+puts the set's `anchors` where they sit on average (`canonical`) in a crop whose mean face, all the
+set's keypoints, fills `data.fill` of the crop's side; the map is the median frame of the training
+faces as fractions of their boxes. Each face is then cropped from that target frame of its labelled
+anchors (data.frame_by=anchors, the default), as detect re-frames a face from its predicted anchors,
+or from its box through the map (data.frame_by=box, and faces with fewer than two anchors labelled), as
+detect frames a face finder's box; its keypoints that fall outside the crop count as missing.
+Crops are cached under `paths.cache_dir`, keyed by the annotation file's and the images' paths,
+sizes and modification times, the crop size and the map.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+import logging
+import math
+import os
+import zipfile
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader
+
+from keypoints.core.errors import DataError
+from keypoints.core.paths import DETECT
+from keypoints.data import framing, images
+from keypoints.data.augment import centre_crop
+from keypoints.data.kaggle import TensorBatches, as_is, excluded_groups, held_out_rows, to_tensors
+
+CACHE_VERSION = 1
+CUT_WARNING = 0.1  # the share of training faces with a keypoint outside the crop beyond which setup warns
+EXPECTED = "expected COCO keypoints: a JSON object with images, annotations and categories lists"
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Coco:
+    """annotations.json, checked: its images and, per face (annotation), its image, box and keypoints."""
+
+    path: Path
+    category: str
+    names: list[str]  # the category's keypoint names
+    images: list[dict]  # the `images` entries, with the files at `files`
+    files: list[Path]
+    image: np.ndarray  # (F,) the image (index into `images`) of each face
+    entry: np.ndarray  # (F,) the face's index in `annotations`, for errors
+    boxes: np.ndarray  # (F, 4) left, top, right, bottom in its image's pixels
+    points: np.ndarray  # (F, K, 2) x, y in its image's pixels; NaN where v = 0
+
+    def keypoints(self, names: list[str], what: str) -> np.ndarray:
+        """The indices of `names` among the category's keypoints (`what` names them in errors)."""
+        missing = [k for k in names if k not in self.names]
+        if missing:
+            near = difflib.get_close_matches(missing[0], self.names, n=1)
+            raise DataError(
+                f"{self.path}: category {self.category!r} has no keypoint {missing[0]!r} of {what}"
+                + (f" (did you mean {near[0]!r}?)" if near else f"; it has {', '.join(self.names[:8])}, ...")
+            )
+        return np.array([self.names.index(k) for k in names])
+
+
+def _load_json(path: Path):
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except FileNotFoundError:
+        raise DataError(
+            f"{path}: file not found; give the folder that holds it as data.dir=DIR "
+            f"(--data DIR for submit and mirror), or its name as data.annotations"
+        ) from None
+    except json.JSONDecodeError as e:
+        raise DataError(f"{path}: not JSON ({e.msg} at line {e.lineno} column {e.colno}); {EXPECTED}") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise DataError(f"{path}: cannot be read ({e}); {EXPECTED}") from None
+
+
+def _number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def read(path: str | Path, category: str | None = None) -> Coco:
+    """The faces of annotations.json at `path`, of the category named `category` (None: the one
+    category with keypoint names), checked field by field: each mistake is one line naming the
+    file and the field."""
+    path = Path(path)
+    data = _load_json(path)
+    if not isinstance(data, Mapping):
+        raise DataError(f"{path}: a JSON {type(data).__name__}, not an object; {EXPECTED}")
+    for field in ("images", "annotations", "categories"):
+        if not isinstance(data.get(field), list):
+            raise DataError(f"{path}: no {field!r} list; {EXPECTED}")
+    category_id, category_name, names = _category(path, data["categories"], category)
+    ids, files = {}, []
+    for i, image in enumerate(data["images"]):
+        where = f"{path}: images[{i}]"
+        if not isinstance(image, Mapping) or not isinstance(image.get("file_name"), str) or "id" not in image:
+            raise DataError(f"{where}: expected an object with id, file_name, width and height")
+        for field in ("width", "height"):
+            if not _number(image.get(field)) or image[field] <= 0:
+                raise DataError(f"{where}.{field}: {image.get(field)!r} is not a positive number of pixels")
+        if image["id"] in ids:
+            raise DataError(f"{where}.id: {image['id']!r} is also the id of images[{ids[image['id']]}]")
+        ids[image["id"]] = i
+        files.append(path.parent / image["file_name"])
+    image, entry, boxes, points = [], [], [], []
+    for a, annotation in enumerate(data["annotations"]):
+        where = f"{path}: annotations[{a}]"
+        if not isinstance(annotation, Mapping):
+            raise DataError(f"{where}: expected an object with image_id, category_id, bbox and keypoints")
+        if annotation.get("category_id") != category_id or annotation.get("iscrowd", 0):
+            continue  # another category's objects, or a crowd's box without keypoints
+        if annotation.get("image_id") not in ids:
+            raise DataError(f"{where}.image_id: {annotation.get('image_id')!r} is not the id of any of the images")
+        values = annotation.get("keypoints")
+        if not isinstance(values, list) or len(values) != 3 * len(names) or not all(map(_number, values)):
+            count = f"{len(values)} values" if isinstance(values, list) else repr(values)
+            raise DataError(
+                f"{where}.keypoints: {count}; expected x, y, v for each of the {len(names)} keypoints "
+                f"of category {category_name!r} ({3 * len(names)} numbers)"
+            )
+        triples = np.array(values, np.float64).reshape(-1, 3)
+        if not np.isin(triples[:, 2], (0, 1, 2)).all():
+            k = int(np.flatnonzero(~np.isin(triples[:, 2], (0, 1, 2)))[0])
+            raise DataError(
+                f"{where}.keypoints[{3 * k + 2}]: visibility {triples[k, 2]:g} of {names[k]!r}; "
+                f"expected 0 (not labelled), 1 or 2"
+            )
+        if not (triples[:, 2] > 0).any():
+            continue  # nothing labelled: nothing to learn from
+        im = ids[annotation["image_id"]]
+        boxes.append(_box(where, annotation.get("bbox"), data["images"][im], im))
+        points.append(np.where(triples[:, 2:] > 0, triples[:, :2], np.nan))
+        image.append(im)
+        entry.append(a)
+    if not image:
+        raise DataError(f"{path}: no annotation of category {category_name!r} has a labelled keypoint")
+    return Coco(
+        path,
+        category_name,
+        names,
+        list(data["images"]),
+        files,
+        np.array(image),
+        np.array(entry),
+        np.array(boxes),
+        np.array(points),
+    )
+
+
+def _category(path: Path, categories: list, wanted: str | None) -> tuple[object, str, list[str]]:
+    """The id, name and keypoint names of the category `wanted` (None: the only one with keypoints)."""
+    found = []
+    for i, category in enumerate(categories):
+        if not isinstance(category, Mapping) or "id" not in category:
+            raise DataError(f"{path}: categories[{i}]: expected an object with id, name and keypoints")
+        name = category.get("name", str(category["id"]))
+        names = category.get("keypoints")
+        if wanted is not None and name != wanted:
+            continue
+        if not isinstance(names, list) or not names or not all(isinstance(k, str) for k in names):
+            if wanted is not None or names is not None:
+                raise DataError(
+                    f"{path}: categories[{i}] ({name!r}): no list of keypoint names in 'keypoints'; "
+                    f"expected the names of its keypoints, in the order of the annotations' triples"
+                )
+            continue
+        if len(set(names)) != len(names):
+            raise DataError(
+                f"{path}: categories[{i}] ({name!r}).keypoints: {next(k for k in names if names.count(k) > 1)!r} "
+                f"is named twice"
+            )
+        found.append((category["id"], name, list(names)))
+    if not found:
+        what = f"named {wanted!r} (data.category)" if wanted is not None else "with a list of keypoint names"
+        raise DataError(f"{path}: no category {what}; expected one whose 'keypoints' names its keypoints")
+    if len(found) > 1:
+        raise DataError(
+            f"{path}: categories {', '.join(repr(f[1]) for f in found)} all have keypoints; "
+            f"choose one with data.category=NAME"
+        )
+    return found[0]
+
+
+def _box(where: str, bbox, image: Mapping, index: int) -> list[float]:
+    """An annotation's bbox [x, y, width, height] as left, top, right, bottom, checked against its image."""
+    if not isinstance(bbox, list) or len(bbox) != 4 or not all(map(_number, bbox)) or bbox[2] <= 0 or bbox[3] <= 0:
+        raise DataError(f"{where}.bbox: {bbox!r}; expected [x, y, width, height] with a positive width and height")
+    left, top, w, h = map(float, bbox)
+    if left >= image["width"] or top >= image["height"] or left + w <= 0 or top + h <= 0:
+        raise DataError(
+            f"{where}.bbox: {bbox} lies outside its image, images[{index}] ({image['width']}x{image['height']} px)"
+        )
+    return [left, top, left + w, top + h]
+
+
+def canonical_face(points: np.ndarray, boxes: np.ndarray, fill: float, size: int) -> np.ndarray:
+    """Where each keypoint sits on average in a crop of `size`: the faces' `points` (F, K, 2), each
+    face's by its box (centre and side), averaged, then scaled and centred so that the mean face's
+    keypoint box (the geometric mean of its sides) fills `fill` of the crop's side."""
+    centre = (boxes[:, :2] + boxes[:, 2:]) / 2
+    side = np.sqrt(np.prod(boxes[:, 2:] - boxes[:, :2], axis=1))
+    mean = np.nanmean((points - centre[:, None]) / side[:, None, None], axis=0)
+    low, high = np.nanmin(mean, 0), np.nanmax(mean, 0)
+    return (mean - (low + high) / 2) * (fill * size / np.sqrt(np.prod(high - low))) + size / 2
+
+
+def anchor_frames(points: np.ndarray, canonical: np.ndarray, size: int) -> list[framing.Frame | None]:
+    """Each face's target frame: the upright frame that puts its labelled anchors `points` (F, A, 2)
+    nearest their `canonical` places (A, 2); None for a face with fewer than two labelled anchors."""
+    frames = []
+    for p in points:
+        known = ~np.isnan(p[:, 0])
+        frames.append(framing.from_points(p[known], canonical[known], False, size) if known.sum() >= 2 else None)
+    return frames
+
+
+class CocoDataModule(pl.LightningDataModule):
+    """COCO keypoints for the selected `columns` of the keypoint set `keypoint_set` (its `keypoints`
+    and `anchors`), faces cropped to `size` px grey, split by face, or by groups of faces (`groups`:
+    an image field such as `person`) so that validation is on unseen people."""
+
+    def __init__(
+        self,
+        dir: str,
+        annotations: str,
+        category: str | None,
+        columns: list[str],
+        keypoint_set: str,
+        keypoints: list[str],
+        anchors: list[str],
+        size: int,
+        fill: float,
+        margin: float,
+        frame_by: str,
+        drop_incomplete: bool,
+        batch_size: int,
+        valid_fraction: float,
+        split_seed: int,
+        cache_dir: str | None,
+        groups: str | None,
+        exclude_groups: str | list | None,
+    ):
+        super().__init__()
+        self.dir, self.annotations, self.category = Path(dir).expanduser(), annotations, category
+        self.columns, self.keypoint_set, self.keypoints, self.anchors = (
+            list(columns),
+            keypoint_set,
+            list(keypoints),
+            list(anchors),
+        )
+        self.size, self.fill, self.drop_incomplete = size, fill, drop_incomplete
+        self.frame_by = frame_by
+        self.margin = round(margin * size)  # px on each side of a training face, cut off after augmentation
+        self.batch_size, self.valid_fraction, self.split_seed = batch_size, valid_fraction, split_seed
+        self.cache_dir, self.groups, self.exclude_groups = cache_dir, groups, exclude_groups
+
+    def setup(self, stage: str | None = None):
+        if hasattr(self, "train_set"):
+            return
+        if self.frame_by not in ("box", "anchors"):
+            raise DataError(
+                f"data.frame_by={self.frame_by}: expected box (each face framed from its box through "
+                f"the learned map) or anchors (from its labelled anchors, as detect re-frames)"
+            )
+        coco = self.coco = read(self.dir / self.annotations, self.category)
+        unknown = [c for c in self.columns if c[-2:] not in ("_x", "_y") or c[:-2] not in self.keypoints]
+        if unknown:
+            raise DataError(
+                f"{coco.path}: column {unknown[0]!r} is not one of the keypoint set "
+                f"{self.keypoint_set}'s (<name>_x, <name>_y)"
+            )
+        keypoints = coco.keypoints(self.keypoints, f"the keypoint set {self.keypoint_set}")
+        anchors = coco.keypoints(self.anchors, f"the keypoint set {self.keypoint_set}'s anchors")
+        group = self._groups(coco)
+        left_out = np.zeros(len(coco.image), bool)
+        if group is not None:
+            left_out = np.isin(group, list(excluded_groups(self.exclude_groups, self.groups)))
+        elif self.exclude_groups is not None:
+            raise DataError("data.exclude_groups needs data.groups: the image field that says which group each face is")
+        held_out = held_out_rows(len(coco.image), self.valid_fraction, self.split_seed, group)
+        self.training = train = ~held_out & ~left_out  # the faces the net trains on: the framing's too
+        if not train.any():
+            raise DataError(
+                f"{coco.path}: no face left to train on ({len(coco.image)} faces, "
+                f"{left_out.sum()} excluded, {held_out.sum()} held out)"
+            )
+        canonical = canonical_face(coco.points[train][:, keypoints], coco.boxes[train], self.fill, self.size)
+        self.canonical = dict(zip(self.anchors, canonical[[self.keypoints.index(a) for a in self.anchors]]))
+        self.frames = anchor_frames(coco.points[:, anchors], np.array(list(self.canonical.values())), self.size)
+        framed = [(box, f) for box, f in zip(coco.boxes[train], np.array(self.frames, object)[train]) if f is not None]
+        if not framed:
+            raise DataError(f"{coco.path}: no training face has two of the anchors {self.anchors} labelled")
+        self.box_to_frame, self.fit_stats = framing.medians(
+            [framing.box_ratios(b, f) for b, f in framed], int(train.sum())
+        )
+        faces, points = self._crops(coco)  # with the margin
+        wanted = [keypoints[self.keypoints.index(c[:-2])] * 2 + (c[-1] == "y") for c in self.columns]
+        targets = points.reshape(len(points), -1)[:, wanted]
+        within = (np.abs(targets - self.size / 2 - self.margin) <= self.size / 2).reshape(len(targets), -1, 2).all(2)
+        present = ~np.isnan(targets) & np.repeat(within, 2, axis=1)  # in the face itself, not only its margin
+        keep = (present.all(1) if self.drop_incomplete else present.any(1)) & ~left_out
+        self._warn_if_cut(coco, wanted)
+        self.validation = keep & held_out  # the faces validation scores (benchmarks/coco_photos.py: their photos)
+        train_rows, valid_rows = np.flatnonzero(keep & ~held_out), np.flatnonzero(self.validation)
+        if not len(train_rows) or not len(valid_rows):
+            raise DataError(
+                f"{coco.path}: {keep.sum()} usable faces cannot be split "
+                f"{1 - self.valid_fraction:.0%}/{self.valid_fraction:.0%}"
+            )
+        device = self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
+        tensors = lambda idx: to_tensors(faces[idx], targets[idx])
+        self.train_set = TensorBatches(*(t.to(device) for t in tensors(train_rows)))  # cropped after augmentation
+        self.valid_set = TensorBatches(*(t.to(device) for t in centre_crop(*tensors(valid_rows), self.size)))
+
+    def _frame(self, coco: Coco, f: int) -> framing.Frame:
+        """Face f's frame: from its labelled anchors (frame_by anchors, where it has two), else from its box."""
+        return (
+            self.frames[f]
+            if self.frame_by == "anchors" and self.frames[f] is not None
+            else framing.from_box(coco.boxes[f], self.box_to_frame, self.size)
+        )
+
+    def _warn_if_cut(self, coco: Coco, wanted: list[int]) -> None:
+        """A warning where more than CUT_WARNING of the training faces have a labelled keypoint (of the
+        `wanted` columns) outside the crop, with the fill that frames enough of them whole: nets learn
+        keypoints inside their crops only (and a heatmap places them nowhere else)."""
+        points = coco.points.reshape(len(coco.points), -1)[:, wanted].reshape(len(coco.points), -1, 2)
+        faces = np.flatnonzero(self.training & ~np.isnan(points).all((1, 2)))
+        half = self.size / 2
+        reach = np.array([np.nanmax(np.abs(self._frame(coco, f).to_crop(points[f]) - half)) for f in faces]) / half
+        cut = reach > 1
+        if cut.mean() > CUT_WARNING:
+            whole = math.floor(np.quantile(self.fill / reach, CUT_WARNING) * 100) / 100  # the frame scales with fill
+            log.warning(
+                f"data.fill={self.fill}: {cut.sum()} of {len(faces)} training faces ({cut.mean():.0%}) have a "
+                f"labelled keypoint outside their {self.size} px crop, left out as missing; data.fill={whole} "
+                f"frames {1 - CUT_WARNING:.0%} of them whole"
+            )
+
+    def _groups(self, coco: Coco) -> np.ndarray | None:
+        """Each face's group: its image's field `groups` (e.g. person), as text."""
+        if self.groups is None:
+            return None
+        values = []
+        for i in coco.image:
+            if self.groups not in coco.images[i]:
+                raise DataError(
+                    f"{coco.path}: images[{i}]: no field {self.groups!r} (data.groups={self.groups} "
+                    f"names the image field that says whose face it is)"
+                )
+            values.append(str(coco.images[i][self.groups]))
+        return np.array(values, object)
+
+    def _key(self, coco: Coco) -> str:
+        """What the crops depend on: the files (paths, sizes, modification times), the crop size, the
+        framing (by box: the map; by anchors: where they sit) and the resampling; a missing image is
+        reported here."""
+        stats = []
+        for i, file in enumerate(coco.files):
+            try:
+                stat = file.stat()
+            except OSError:
+                raise DataError(f"{coco.path}: images[{i}].file_name: {file}: no such file") from None
+            stats.append(f"{file.resolve()}:{stat.st_size}:{stat.st_mtime_ns}")
+        stat = coco.path.stat()
+        key = [
+            CACHE_VERSION,
+            str(coco.path.resolve()),
+            stat.st_size,
+            stat.st_mtime_ns,
+            coco.category,
+            self.size,
+            self.margin,
+            self.max_step,
+            sorted(self.box_to_frame.items()),
+            self.frame_by,
+            {a: p.tolist() for a, p in self.canonical.items()} if self.frame_by == "anchors" else None,
+            hashlib.sha1("\n".join(stats).encode()).hexdigest(),
+        ]
+        return hashlib.sha1(json.dumps(key).encode()).hexdigest()[:16]
+
+    @property
+    def max_step(self) -> float:
+        """detect's resampling (conf/detect.yaml), so that training faces are cropped as detect crops."""
+        from omegaconf import OmegaConf
+
+        return float(OmegaConf.load(DETECT).max_step)
+
+    def _crops(self, coco: Coco) -> tuple[np.ndarray, np.ndarray]:
+        """Every face cropped with the margin all round, framed from its box through the map or, with
+        frame_by anchors, from its labelled anchors (its box where it has fewer than two), (F, side, side)
+        uint8 (side: size + 2 margin), and the category's keypoints in the crop's pixels (F, K, 2), NaN
+        where unlabelled or outside the crop; from the cache where it holds them."""
+        self.key = self._key(coco)
+        cache = Path(self.cache_dir) / f"{coco.path.stem}-{self.key}.npz" if self.cache_dir is not None else None
+        if cache is not None:
+            try:
+                with np.load(cache, allow_pickle=False) as z:
+                    return z["faces"], z["points"]
+            except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+                pass  # missing, truncated or corrupt: crop again
+        log.info(f"cropping {len(coco.image)} faces of {coco.path} to {self.size} px (cached for later runs)")
+        side = self.size + 2 * self.margin
+        faces = np.empty((len(coco.image), side, side), np.uint8)
+        points = np.full(coco.points.shape, np.nan)
+        max_step = self.max_step
+        for i in np.unique(coco.image):
+            grey = self._photo(coco, i)
+            for f in np.flatnonzero(coco.image == i):
+                face = self._frame(coco, f)
+                frame = framing.Frame(face.cx, face.cy, face.size * side / self.size, side)  # the same scale
+                faces[f] = frame.crop(grey, max_step)
+                points[f] = frame.to_crop(coco.points[f])
+        points[((points < 0) | (points > side)).any(2)] = np.nan  # left the crop: missing
+        if cache is not None:
+            try:
+                cache.parent.mkdir(parents=True, exist_ok=True)
+                tmp = cache.with_suffix(f".{os.getpid()}.tmp.npz")
+                np.savez(tmp, faces=faces, points=points)
+                os.replace(tmp, cache)
+            except OSError as e:  # the cache only saves time
+                log.warning(
+                    f"{cache.parent}: cannot keep the crops there ({e.strerror or e}); "
+                    f"set paths.cache_dir=DIR to a writable folder"
+                )
+        return faces, points
+
+    @staticmethod
+    def _photo(coco: Coco, i: int) -> np.ndarray:
+        """Image i as grey (H, W) uint8, checked against its width and height."""
+        where = f"{coco.path}: images[{i}].file_name"
+        try:
+            image = images.read(coco.files[i])
+        except DataError as e:
+            raise DataError(f"{where}: {e}") from None
+        expected = (coco.images[i]["width"], coco.images[i]["height"])
+        if image.size != expected:
+            raise DataError(
+                f"{where}: {coco.files[i]} is {image.size[0]}x{image.size[1]} px, but the annotations "
+                f"give {expected[0]}x{expected[1]} (images[{i}].width, .height)"
+            )
+        return images.grey(image)
+
+    def training_photos(self) -> Iterator[tuple[np.ndarray, list[np.ndarray]]]:
+        """Each photo with training faces, grey, and the anchors of its faces that have them all: what
+        keypoints.photos.framefit fits a face finder's map on."""
+        self.setup()
+        anchors = self.coco.keypoints(self.anchors, "the anchors")
+        points = self.coco.points[:, anchors]
+        usable = self.training & ~np.isnan(points).any((1, 2))
+        for i in np.unique(self.coco.image[usable]):
+            yield self._photo(self.coco, i), list(points[usable & (self.coco.image == i)])
+
+    def framing(self) -> dict:
+        """How this data's faces are framed: the keypoint set, the crop size, where the anchors sit
+        (`canonical`), the annotations' box-to-frame map, and where it was learned."""
+        self.setup()
+        return {
+            "keypoint_set": self.keypoint_set,
+            "size": self.size,
+            "canonical": {a: [round(float(v), 3) for v in p] for a, p in self.canonical.items()},
+            "annotation_box_to_frame": {k: round(v, 4) for k, v in self.box_to_frame.items()},
+            "data": {
+                "annotations": str(self.coco.path),
+                "training_faces": int(self.training.sum()),
+                "fill": self.fill,
+                "frame_by": self.frame_by,
+                "crops": self.key,
+            },
+        }
+
+    def train_dataloader(self):
+        return DataLoader(self.train_set, self.batch_size, shuffle=True, collate_fn=as_is)
+
+    def val_dataloader(self):
+        return DataLoader(self.valid_set, self.batch_size, collate_fn=as_is)
