@@ -2,7 +2,7 @@
 writer (temporary file in the same folder, fsync, rename), on the checkpoint of a net as
 ModelCheckpoint saves it (weights and SGD momentum), in outputs/, on the disk runs write to.
 
-    flock /tmp/kfkd-cpu.lock python -m benchmarks.checkpoint_write experiment=net2
+    python -m benchmarks.checkpoint_write experiment=net2
 """
 
 from __future__ import annotations

@@ -3,10 +3,11 @@
 #   1. the specialists' sweep with the basic, local (joblib) and Slurm launchers: wall times;
 #   2. a run preempted on Slurm (SIGTERM, then USR2, as Slurm and submitit do) against the same run left alone;
 #   3. a search shared by two workers on one PostgreSQL study: who ran which trials, how they ended.
-#   flock /tmp/kfkd-cpu.lock bash benchmarks/cluster.sh > outputs/logs/cluster.log 2>&1
+#   bash benchmarks/cluster.sh DATA/realfaces > outputs/logs/cluster.log 2>&1
+# (from the repository root; DATA is the folder `kfkd data` builds, docs/data.md)
 set -uo pipefail
 : "${SLURM_CONF:?start the services: eval \"\$(.ci/services start)\"}" "${KFKD_POSTGRES:?}"
-DATA=${DATA:-../shared/data/realfaces}  # from the repository root
+DATA=${1:?usage: bash benchmarks/cluster.sh REALFACES_DIR (e.g. DATA/realfaces)}
 OUT=${OUT:-outputs/cluster}
 data=(data=kaggle "data.dir=$DATA" "data.groups=$DATA/training_people.csv" trainer.enable_progress_bar=false)
 slurm=(hydra/launcher=slurm hydra.launcher.partition=debug trainer=cpu hydra.launcher.cpus_per_task=1 hydra.launcher.mem_gb=4)

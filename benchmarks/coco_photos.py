@@ -3,7 +3,7 @@ split) found, framed and re-framed by detect with kfkd's own face finder; NME, f
 found and latency; beside it, in the same run, dlib's HOG detector (upsampled once) with its 68-point
 shape predictor on the same photos, for runs of the ibug68 set (optional: pip install -e '.[compare]').
 
-    flock /tmp/kfkd-cpu.lock python -m benchmarks.coco_photos RUN [--data DIR] [--set KEY=VALUE ...]
+    python -m benchmarks.coco_photos RUN [--data DIR] [--set KEY=VALUE ...]
 
 RUN: a run (or sweep) trained with data=coco; its validation faces are those it held out
 (data.groups=person: people it never saw), each scored in its whole photo, in the photo's pixels. A

@@ -1,6 +1,8 @@
 """Data path: Kaggle CSV parsing vs the tutorial's per-row `np.fromstring`, and the cached load.
 
-flock /tmp/kfkd-cpu.lock python -m benchmarks.data_path ../shared/data/realfaces/training.csv.gz
+python -m benchmarks.data_path DATA/realfaces/training.csv.gz
+
+DATA: the folder `kfkd data` builds (docs/data.md).
 """
 
 from __future__ import annotations

@@ -1,9 +1,11 @@
-"""Face finders compared on the shared photos: faces found, extra boxes, time, and how well the box
+"""Face finders compared on labelled photos: faces found, extra boxes, time, and how well the box
 predicts the face's frame (keypoints.data.framing), the box-to-frame map fitted leave-one-photo-out; and,
 for the finder of conf/detect.yaml, with the map that `kfkd framefit` learned from
 realfaces' training faces (conf/framing.yaml), which never saw the photos' people.
 
-    flock /tmp/kfkd-cpu.lock python -m benchmarks.detectors [--photos ../shared/data/photos] [--data ../shared/data/realfaces]
+    python -m benchmarks.detectors --photos DATA/photos --data DATA/realfaces
+
+DATA: the folder `kfkd data` builds, with your labelled photos in DATA/photos (docs/data.md).
 
 The frame error is the RMS distance, in pixels of the 96x96 crop, between where the face's anchor
 keypoints land in the crop the box predicts and where they sit on average in the training faces;
@@ -22,9 +24,10 @@ import pandas as pd
 
 from keypoints.core import keypointset
 from keypoints.data import framing, images
+from keypoints.data.framing import box_ratios
 from keypoints.photos import detect
 from keypoints.photos.finders import Cascade, DlibHog
-from keypoints.photos.framefit import anchor_points, box_ratios, face_in, labelled_anchors, training_faces
+from keypoints.photos.framefit import anchor_points, face_in, labelled_anchors, training_faces
 
 
 class SkimageLbp:
@@ -105,8 +108,8 @@ def measure(
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--photos", type=Path, default=Path("../shared/data/photos"))
-    parser.add_argument("--data", type=Path, default=Path("../shared/data/realfaces"))
+    parser.add_argument("--photos", type=Path, required=True, help="labelled photos: keypoints.csv and the photos")
+    parser.add_argument("--data", type=Path, required=True, help="realfaces (kfkd data realfaces)")
     args = parser.parse_args()
     labels = pd.read_csv(args.photos / "keypoints.csv")
     greys = [images.grey(images.read(args.photos / f)) for f in labels["file"]]

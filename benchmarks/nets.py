@@ -3,7 +3,7 @@ backward and the optimiser's step on one batch of random faces, in the precision
 train.py would use here. The nets' configs are interleaved over `--repeats` rounds; the medians,
 their ratio to the first net, the weights and the multiply-adds per face (forward) are printed.
 
-    flock /tmp/kfkd-cpu.lock python -m benchmarks.nets net=cnn_bn net=resnet "net=heatmap net.width=32"
+    python -m benchmarks.nets net=cnn_bn net=resnet "net=heatmap net.width=32"
 """
 
 from __future__ import annotations

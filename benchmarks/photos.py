@@ -1,14 +1,15 @@
-"""Keypoints on the shared photos: kfkd's detect pipeline against dlib's 68-point shape predictor, and
+"""Keypoints on labelled photos: kfkd's detect pipeline against dlib's 68-point shape predictor, and
 onnxruntime against torch.
 
-    flock /tmp/kfkd-cpu.lock python -m benchmarks.photos MODEL [--photos ../shared/data/photos] [--set KEY=VALUE ...]
+    python -m benchmarks.photos MODEL --photos DATA/photos [--data DATA/realfaces] [--set KEY=VALUE ...]
 
-MODEL: a run, checkpoint or sweep directory that never trained on the photos' people. The score is
-the photos' README's: each photo's errors scaled so that its true inter-ocular distance is 36.1 px,
+MODEL: a run, checkpoint or sweep directory that never trained on the photos' people. DATA/photos:
+keypoints.csv (`file`, Kaggle's 30 columns in the photo's pixels, `person`) and the photos (docs/data.md).
+The score: each photo's errors scaled so that its true inter-ocular distance is 36.1 px,
 then the RMSE over all coordinates of the faces found. It is reported without and with refinement
 and flip TTA, with each photo's latency split into detect, frame and predict; beside it, dlib's HOG
 detector with its 68-point predictor (optional: pip install dlib-bin face-recognition-models),
-reduced to the 15 keypoints by the README's mapping; and, as the framing's ceiling, the net on
+reduced to the 15 keypoints (IBUG below); and, as the framing's ceiling, the net on
 realfaces' own 96x96 crops of the same faces. Last, the exported .onnx against torch at
 batch 1 and 256 on the same faces. `--set` overrides conf/detect.yaml (e.g. --set rotate=true refine=2).
 """
@@ -182,12 +183,11 @@ def runtime(model_path: str, faces: np.ndarray, repeats: int) -> None:
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("model", help="a run, checkpoint or sweep directory")
-    parser.add_argument("--photos", type=Path, default=Path("../shared/data/photos"))
+    parser.add_argument("--photos", type=Path, required=True, help="labelled photos: keypoints.csv and the photos")
     parser.add_argument(
         "--data",
         type=Path,
-        default=Path("../shared/data/realfaces"),
-        help="realfaces, for the score on its own crops of the photos' faces (skipped if absent)",
+        help="realfaces, for the score on its own crops of the photos' faces (skipped if not given)",
     )
     parser.add_argument("--set", nargs="*", default=[], help="conf/detect.yaml overrides, KEY=VALUE")
     parser.add_argument("--repeats", type=int, default=100)
@@ -215,7 +215,7 @@ def main():
                     "ms per photo": per_photo_ms(seconds) if k == cfg.refine else "",
                 }
             )
-        if args.data.is_dir():
+        if args.data is not None and args.data.is_dir():
             rows.append(
                 {
                     "method": f"kfkd on realfaces' own crops of these faces{', flip TTA' if tta else ''}",

@@ -1,6 +1,8 @@
 """Accuracy of the fast default: final valid RMSE of bf16-mixed vs fp32, same seed and epochs.
 
-flock /tmp/kfkd-cpu.lock python -m benchmarks.precision data=kaggle data.dir=../shared/data/realfaces trainer.max_epochs=30
+python -m benchmarks.precision data=kaggle data.dir=DATA/realfaces trainer.max_epochs=30
+
+DATA: the folder `kfkd data` builds (docs/data.md).
 """
 
 from __future__ import annotations

@@ -1,9 +1,9 @@
 """Re-framing measured on people a run never saw, the held-out place to choose conf/detect.yaml's `refine`.
 
-    flock /tmp/kfkd-cpu.lock python -m benchmarks.reframe RUN [--data ../shared/data/realfaces] [--passes 6]
+    python -m benchmarks.reframe RUN [--data DATA/realfaces] [--passes 6]
 
-The 24 shared photos are the only labelled whole photos, and the photos benchmark scores them, so the
-re-framing is not tuned there. Here each of the run's validation faces (those with every anchor
+The labelled whole photos (DATA/photos) are what the photos benchmark scores, so the re-framing is
+not tuned there. Here each of the run's validation faces (those with every anchor
 labelled) is set into a photo as keypoints.photos.framefit sets training faces (padded with its edge
 pixels, upscaled), then found, framed from the finder's box and re-framed by the detect pipeline
 itself; the photos' scale-free score after each pass, without and with flip TTA. Beside it, the net
@@ -31,7 +31,7 @@ from keypoints.photos import detect, framefit
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run", help="a run directory; its validation split is scored")
-    parser.add_argument("--data", type=Path, default=Path("../shared/data/realfaces"))
+    parser.add_argument("--data", type=Path, help="realfaces' folder (default: the run's data.dir)")
     parser.add_argument("--passes", type=int, default=6, help="re-frames to score")
     args = parser.parse_args()
     try:

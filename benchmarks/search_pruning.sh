@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # RESULTS.md, "Hyperparameter search": hparams_search=fast on realfaces' person split with and without
 # pruning, then the fast preset on the same epochs and the best trial's printed command.
-#   flock /tmp/kfkd-cpu.lock bash benchmarks/search_pruning.sh > outputs/logs/search_pruning.log 2>&1
+#   bash benchmarks/search_pruning.sh DATA/realfaces > outputs/logs/search_pruning.log 2>&1
+# (from the repository root; DATA is the folder `kfkd data` builds, docs/data.md)
 # Both searches draw the same 12 trials: a seeded random sampler's draws do not depend on the results,
 # so pruning changes only where trials stop (TPE would see the pruned history and propose other trials).
 # Run once: the studies stay in outputs/search/, and the same commands would only continue them.
 set -uo pipefail
-DATA=${DATA:-../shared/data/realfaces}  # from the repository root
+DATA=${1:?usage: bash benchmarks/search_pruning.sh REALFACES_DIR (e.g. DATA/realfaces)}
 data=(data=kaggle "data.dir=$DATA" "data.groups=$DATA/training_people.csv" trainer.enable_progress_bar=false)
 search=(hparams_search=fast "${data[@]}" hydra.sweeper.sampler._target_=optuna.samplers.RandomSampler
         '~hydra.sweeper.sampler.n_startup_trials')

@@ -1,6 +1,8 @@
 """Start-up: seconds from launching `python train.py` to its first training step (data cached).
 
-flock /tmp/kfkd-cpu.lock python -m benchmarks.startup data=kaggle data.dir=../shared/data/realfaces
+python -m benchmarks.startup data=kaggle data.dir=DATA/realfaces
+
+DATA: the folder `kfkd data` builds (docs/data.md).
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ class FirstStep(pl.Callback):
 def startup(overrides: list[str], out: Path) -> float:
     stamp = out / "first_step"
     stamp.unlink(missing_ok=True)
-    command = [
+    argv = [
         sys.executable,
         str(ROOT / "train.py"),
         *overrides,
@@ -42,7 +44,7 @@ def startup(overrides: list[str], out: Path) -> float:
         "trainer.enable_progress_bar=false",
     ]
     start = time.time()
-    subprocess.run(command, check=True, capture_output=True, env={**os.environ, "KFKD_FIRST_STEP": str(stamp)})
+    subprocess.run(argv, check=True, capture_output=True, env={**os.environ, "KFKD_FIRST_STEP": str(stamp)})
     return float(stamp.read_text()) - start
 
 

@@ -15,7 +15,7 @@ With `--device cuda` (trainer=gpu) the data sits on the GPU, and two loops join:
 CUDA graphs (`cuda_graphs=false`), and the hand loop with its whole step (forward, backward,
 optimizer) recorded in one CUDA graph and replayed. `--json FILE` writes every figure.
 
-    flock /tmp/kfkd-cpu.lock python -m benchmarks.throughput experiment=net2 data.dir=../shared/data/realfaces
+    python -m benchmarks.throughput experiment=net2 data.dir=DATA/realfaces
     python -m benchmarks.throughput --device cuda --json net2.json experiment=net2 data.dir=DIR
 """
 

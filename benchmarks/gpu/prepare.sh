@@ -1,20 +1,21 @@
 #!/usr/bin/env bash
 # Before a GPU run, in the checkout the device tool sends: what the GPU machine cannot reach, copied into
 # git-ignored folders of the checkout, which the run's `carry` names (only the checkout travels):
-#   .data/realfaces/       realfaces from ../shared/data (or $SHARED_DATA), about 30 MB
-#   .data/photos/          one shared photo, for the CUDA test of `detect`
+#   bash benchmarks/gpu/prepare.sh DATA    (DATA holds realfaces/, from kfkd data realfaces, and photos/)
+#   .data/realfaces/       realfaces, about 30 MB
+#   .data/photos/          the first photo of DATA/photos (one face), for the CUDA test of `detect`
 #   .data/commit.txt       the commit these files were prepared for (the run reports it)
 #   .whl/                  the wheels the GPU image lacks (benchmarks/gpu/wheels.sh)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-shared=${SHARED_DATA:-../shared/data}
-for f in "$shared"/realfaces/{training.csv.gz,test.csv.gz,IdLookupTable.csv,training_people.csv} \
-         "$shared"/photos/Martin_Sheen_01.jpg; do
-  [[ -f $f ]] || { echo "error: $f: not found; set SHARED_DATA to the folder holding realfaces/ and photos/" >&2; exit 1; }
+data=${1:?usage: bash benchmarks/gpu/prepare.sh DATA (the folder holding realfaces/ and photos/)}
+photo=$(find "$data/photos" -maxdepth 1 -name '*.jpg' 2>/dev/null | sort | head -1)
+for f in "$data"/realfaces/{training.csv.gz,test.csv.gz,IdLookupTable.csv,training_people.csv} "${photo:-$data/photos/*.jpg}"; do
+  [[ -f $f ]] || { echo "error: $f: not found; expected DATA with realfaces/ (kfkd data realfaces) and photos/" >&2; exit 1; }
 done
 mkdir -p .data/realfaces .data/photos
-cp "$shared"/realfaces/{training.csv.gz,test.csv.gz,IdLookupTable.csv,training_people.csv} .data/realfaces/
-cp "$shared"/photos/Martin_Sheen_01.jpg .data/photos/
+cp "$data"/realfaces/{training.csv.gz,test.csv.gz,IdLookupTable.csv,training_people.csv} .data/realfaces/
+cp "$photo" .data/photos/
 echo "$(git rev-parse HEAD)$(git diff --quiet HEAD || echo ' (with changes)')" > .data/commit.txt
 bash benchmarks/gpu/wheels.sh
 # What travels: tracked files, untracked files not ignored, and the carried folders; at most 64 MiB.

@@ -11,13 +11,13 @@ set -uo pipefail
 cd "$(dirname "$0")/../.."
 python=${PYTHON:-python3}
 export PYTHONUNBUFFERED=1
-# stages.py keeps its own deadline (480 s, smoke 150 s, or --budget); this one only catches a driver
+# stages.py keeps its own deadline (480 s, smoke 240 s, or --budget); this one only catches a driver
 # that hangs itself.
 budget=480 given=
 args=("$@")
 for ((i = 0; i < ${#args[@]}; i++)); do
   case ${args[i]} in
-    --smoke) budget=150 ;;
+    --smoke) budget=240 ;;
     --budget) given=${args[i+1]:-} ;;
     --budget=*) given=${args[i]#--budget=} ;;
   esac

@@ -85,11 +85,12 @@ class Settings:
 
     def __init__(self, smoke: bool):
         self.smoke = smoke
-        self.budget = 150 if smoke else 480
+        # smoke: room for a cold first run on a 2-core AVX2 host in fp32, the slowest kind CI runs on
+        self.budget = 240 if smoke else 480
         self.grace = 5 if smoke else 20  # a stopped command's time to write its checkpoints and logs, then SIGKILL
-        self.evaluate = 20 if smoke else 60  # reading a sweep's runs and `submit evaluate` on them
+        self.evaluate = 30 if smoke else 60  # reading a sweep's runs and `kfkd evaluate` on them
         self.caps = (
-            {"setup": 60, "a": 40, "b": 50, "c": 30, "d": None}
+            {"setup": 90, "a": 60, "b": 75, "c": 45, "d": None}
             if smoke
             else {"setup": 90, "a": 180, "b": 150, "c": 90, "d": None}
         )
@@ -778,7 +779,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--smoke", action="store_true", help="on CPU, tiny data, nets and epochs")
     parser.add_argument("--stages", default="abcd", help="which of the stages a, b, c, d to run (default all)")
-    parser.add_argument("--budget", type=float, help="seconds for everything (default 480; smoke 150)")
+    parser.add_argument("--budget", type=float, help="seconds for everything (default 480; smoke 240)")
     parser.add_argument("--scratch", help="the folder for runs and data (default outputs/gpu/<time>/scratch)")
     parser.add_argument("--data", help="realfaces (default .data/realfaces, which prepare.sh fills)")
     parser.add_argument("--wheels", default=str(ROOT / ".whl"), help="the wheels to install first")

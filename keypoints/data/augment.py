@@ -2,7 +2,7 @@
 random shifts, rotations and scale changes and brightness/contrast changes.
 
 Each transform is a callable (x, y, mask) -> (x, y, mask) applied in training_step. Settings in
-pixels are scaled by the faces' own size: targets are (px - size/2) / (size/2) for faces x of
+pixels are scaled by the faces' own size, as the targets are (keypoints.core.codec), for faces x of
 (N, 1, size, size).
 """
 
@@ -15,13 +15,7 @@ from functools import cache
 import torch
 import torch.nn.functional as F
 
-
-def flip_permutation(n_outputs: int, flip_indices: list[tuple[int, int]]) -> list[int]:
-    """The column order of a mirrored face: each left/right pair of `flip_indices` swapped."""
-    perm = list(range(n_outputs))
-    for a, b in flip_indices:
-        perm[a], perm[b] = b, a
-    return perm
+from keypoints.core import codec
 
 
 def mirror_offsets(offsets: Mapping[str, float] | None, columns: list[str], size: int) -> torch.Tensor | None:
@@ -29,7 +23,7 @@ def mirror_offsets(offsets: Mapping[str, float] | None, columns: list[str], size
     normalised units of targets on faces of `size` pixels; None when there are none."""
     if not offsets:
         return None
-    return torch.tensor([offsets.get(c, 0.0) / (size / 2) for c in columns])
+    return torch.tensor([offsets.get(c, 0.0) / codec.scale(size) for c in columns])
 
 
 @cache
@@ -37,9 +31,8 @@ def _mirror(n_outputs: int, flip_indices: tuple[tuple[int, int], ...], device: t
     """Each column's sign in a mirrored face and the mirrored column order, as tensors made once per
     device: no copy from the host per batch (which a CUDA graph could not record either)."""
     with torch.inference_mode(False):  # kept for later batches, in or out of inference mode
-        sign = torch.ones(n_outputs, device=device, dtype=dtype)
-        sign[0::2] = -1  # columns alternate x, y
-        return sign, torch.tensor(flip_permutation(n_outputs, list(flip_indices)), device=device)
+        sign = torch.tensor(codec.mirror_signs(n_outputs), device=device, dtype=dtype)
+        return sign, torch.tensor(codec.flip_permutation(n_outputs, list(flip_indices)), device=device)
 
 
 def mirror_targets(
@@ -136,7 +129,7 @@ class Affine:
         u = lambda *shape: torch.rand(*shape, device=device, dtype=dtype) * 2 - 1
         angle, zoom = u(n) * self.radians, 1 + u(n) * self.scale
         cos, sin = angle.cos() * zoom, angle.sin() * zoom
-        return torch.stack([cos, -sin, sin, cos], 1).view(n, 2, 2), u(n, 2) * (self.shift / (size / 2))
+        return torch.stack([cos, -sin, sin, cos], 1).view(n, 2, 2), u(n, 2) * (self.shift / codec.scale(size))
 
     def apply(self, x, y, mask, a: torch.Tensor, b: torch.Tensor):
         """Transform every sample by its (a, b)."""

@@ -39,6 +39,7 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader
 
+from keypoints.core import codec
 from keypoints.core.errors import DataError
 from keypoints.core.paths import DETECT
 from keypoints.data import framing, images
@@ -314,7 +315,8 @@ class CocoDataModule(pl.LightningDataModule):
         faces, points = self._crops(coco)  # with the margin
         wanted = [keypoints[self.keypoints.index(c[:-2])] * 2 + (c[-1] == "y") for c in self.columns]
         targets = points.reshape(len(points), -1)[:, wanted]
-        within = (np.abs(targets - self.size / 2 - self.margin) <= self.size / 2).reshape(len(targets), -1, 2).all(2)
+        half = codec.scale(self.size)
+        within = (np.abs(targets - half - self.margin) <= half).reshape(len(targets), -1, 2).all(2)
         present = ~np.isnan(targets) & np.repeat(within, 2, axis=1)  # in the face itself, not only its margin
         keep = (present.all(1) if self.drop_incomplete else present.any(1)) & ~left_out
         self._warn_if_cut(coco, wanted)
@@ -344,8 +346,8 @@ class CocoDataModule(pl.LightningDataModule):
         keypoints inside their crops only (and a heatmap places them nowhere else)."""
         points = coco.points.reshape(len(coco.points), -1)[:, wanted].reshape(len(coco.points), -1, 2)
         faces = np.flatnonzero(self.training & ~np.isnan(points).all((1, 2)))
-        half = self.size / 2
-        reach = np.array([np.nanmax(np.abs(self._frame(coco, f).to_crop(points[f]) - half)) for f in faces]) / half
+        crop = lambda f: self._frame(coco, f).to_crop(points[f])
+        reach = np.array([np.nanmax(np.abs(codec.to_targets(crop(f), self.size))) for f in faces])
         cut = reach > 1
         if cut.mean() > CUT_WARNING:
             whole = math.floor(np.quantile(self.fill / reach, CUT_WARNING) * 100) / 100  # the frame scales with fill

@@ -4,7 +4,7 @@ A `Frame` is the square of a photo that becomes a face's crop of `pixels` x `pix
 data.size): its centre, its side in photo pixels and its roll. It comes from a face detector's box (through a map learned from labelled faces,
 `keypoints.framing_fit`) or from keypoints (the least-squares similarity that puts the face's
 anchor keypoints, eyes and mouth, where they sit on average in the training faces). The crop is
-resampled exactly as ../shared/data/realfaces was made: grey, bilinear without antialiasing, the
+resampled exactly as realfaces' faces were made (kfkd data realfaces): grey, bilinear without antialiasing, the
 photo's edge pixels repeated where the square leaves the photo.
 """
 

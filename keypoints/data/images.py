@@ -2,7 +2,7 @@
 or grey, with alpha, 8 or 16 bits per channel, turned upright by their EXIF orientation.
 
 Everything becomes 8-bit RGB (to draw on) and 8-bit grey made by Pillow's `convert("L")`, the
-conversion that made the training faces (../shared/data/realfaces/README.md).
+conversion that made realfaces' training faces (kfkd data realfaces).
 """
 
 from __future__ import annotations

@@ -22,6 +22,7 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from keypoints.core import codec
 from keypoints.core.errors import DataError  # noqa: F401  (the project's modules import it from here too)
 
 CACHE_VERSION = 1
@@ -164,8 +165,7 @@ def to_tensors(images: np.ndarray, targets: np.ndarray | None = None):
     if targets is None:
         return x
     mask = ~np.isnan(targets)
-    half = images.shape[-1] / 2
-    y = torch.from_numpy(np.where(mask, (targets - half) / half, 0).astype(np.float32))
+    y = torch.from_numpy(np.where(mask, codec.to_targets(targets, images.shape[-1]), 0).astype(np.float32))
     return x, y, torch.from_numpy(mask.astype(np.float32))
 
 

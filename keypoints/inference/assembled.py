@@ -6,7 +6,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from keypoints.core import keypointset
+from keypoints.core import codec, keypointset
 from keypoints.data.augment import mirror_offsets, unmirror_predictions
 
 
@@ -45,7 +45,7 @@ class Assembled(nn.Module):
             if self.flip:
                 y = (y + unmirror_predictions(net(x.flip(-1)).float(), pairs, offset)) / 2
             outputs.append(y)
-        return torch.cat(outputs, 1)[:, self.take] * (self.size / 2) + self.size / 2
+        return codec.to_pixels(torch.cat(outputs, 1)[:, self.take], self.size)
 
     def predict(self, x: torch.Tensor, batch_size: int) -> np.ndarray:
         """Keypoints in pixels (N, len(columns)) for faces x, in batches on the model's device."""

@@ -19,6 +19,7 @@ import pandas as pd
 import torch
 from hydra.utils import instantiate
 
+from keypoints.core import codec
 from keypoints.core.errors import DataError
 from keypoints.data.augment import centre_crop
 from keypoints.data.kaggle import find_file, read_csv, to_tensors
@@ -43,7 +44,7 @@ def labelled_faces(
         datamodule = instantiate(cfg.data, dir=data_dir, columns=columns, drop_incomplete=False)
         datamodule.setup()
         x, y, mask = centre_crop(*getattr(datamodule, f"{rows}_set")[:], size)
-        return x.cpu(), np.where(mask.cpu().numpy() > 0, y.cpu().numpy() * (size / 2) + size / 2, np.nan)
+        return x.cpu(), np.where(mask.cpu().numpy() > 0, codec.to_pixels(y.cpu().numpy(), size), np.nan)
     frame, images = read_csv(Path(csv), cfg.paths.cache_dir, size)
     absent = [c for c in columns if c not in frame.columns]
     if absent:

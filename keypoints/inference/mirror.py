@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from omegaconf import OmegaConf
 
+from keypoints.core import codec
 from keypoints.core.errors import DataError
 from keypoints.data.augment import Affine, mirror_targets
 from keypoints.inference import runs as trained
@@ -34,9 +35,8 @@ def offsets(
     """Per column of `columns`, the mean of `predicted` (pixels of faces of `size`, on the mirrored
     faces) minus the mirrored `labels` (pixels, mirrored as the flip mirrors them, with the run's
     `flip_indices`), over the faces where both exist; columns without any are left out."""
-    half = size / 2
-    mirrored = mirror_targets(torch.from_numpy((labels - half) / half), [tuple(p) for p in flip_indices])
-    difference = predicted - (mirrored.numpy() * half + half)
+    mirrored = mirror_targets(torch.from_numpy(codec.to_targets(labels, size)), [tuple(p) for p in flip_indices])
+    difference = predicted - codec.to_pixels(mirrored.numpy(), size)
     seen = ~np.isnan(difference)
     return {c: float(difference[seen[:, i], i].mean()) for i, c in enumerate(columns) if seen[:, i].any()}
 
@@ -51,7 +51,7 @@ def follows_shift(model: trained.Assembled, runs: list[trained.Run], x: torch.Te
         torch.zeros(n, 2),
         torch.ones(n, 2),
         torch.eye(2).expand(n, 2, 2),
-        torch.tensor([px / (x.shape[-1] / 2), 0.0]).expand(n, 2),
+        torch.tensor([px / codec.scale(x.shape[-1]), 0.0]).expand(n, 2),
     )[0]
     before, after = (predict_columns(model, runs, faces)[:, 0::2] for faces in (x, moved))
     return float(np.nanmean(after - before))

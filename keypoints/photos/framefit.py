@@ -1,7 +1,7 @@
 """Learn how a face's box maps to its frame, from labelled faces: the face finder's map that detect
 frames faces with, and the same medians for the boxes of COCO annotations (keypoints.data.coco).
 
-    kfkd framefit [--data ../shared/data/realfaces] [--exclude ../shared/data/photos/keypoints.csv]
+    kfkd framefit --data DATA/realfaces [--exclude PEOPLE.csv]
     kfkd framefit --run RUN
 
 The target frame of a face is the one that puts its anchor keypoints (the keypoint set's `anchors`) where
@@ -210,12 +210,9 @@ def main(argv: list[str] | None = None) -> None:
     from keypoints.core import keypointset
 
     parser = argparse.ArgumentParser(prog="kfkd framefit", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", type=Path, default=Path("../shared/data/realfaces"), help="realfaces' folder")
+    parser.add_argument("--data", type=Path, help="realfaces' folder (kfkd data realfaces); needed without --run")
     parser.add_argument(
-        "--exclude",
-        type=Path,
-        default=Path("../shared/data/photos/keypoints.csv"),
-        help="a CSV with a `person` column: people left out of the fit",
+        "--exclude", type=Path, help="a CSV with a `person` column: people left out of the fit (the photos' people)"
     )
     parser.add_argument("--out", type=Path, default=FRAMING)
     parser.add_argument(
@@ -232,6 +229,8 @@ def main(argv: list[str] | None = None) -> None:
         except DataError as e:
             sys.exit(f"error: {e}")
         return
+    if args.data is None:
+        parser.error("--data DIR (realfaces' folder) is needed without --run")
     detect = OmegaConf.load(DETECT)
     kaggle15 = keypointset.load("kaggle15")
     try:
@@ -239,7 +238,8 @@ def main(argv: list[str] | None = None) -> None:
     except (OSError, KeyError) as e:
         sys.exit(f"error: {args.data}: cannot read realfaces' training.csv.gz and training_people.csv ({e})")
     canonical, box_to_frame, size, stats = fit(instantiate(detect.finder), rows, images, kaggle15.anchors)
-    header = f"# Written by `kfkd framefit --data {args.data} --exclude {args.exclude}`: do not edit.\n"
+    command = f"kfkd framefit --data {args.data}" + (f" --exclude {args.exclude}" if args.exclude else "")
+    header = f"# Written by `{command}`: do not edit.\n"
     body = {
         "keypoint_set": kaggle15.name,
         "finder": OmegaConf.to_container(detect.finder),

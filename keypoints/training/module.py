@@ -11,6 +11,7 @@ from pytorch_lightning.strategies import SingleDeviceStrategy
 from torch import nn
 from torchmetrics import MeanMetric
 
+from keypoints.core import codec
 from keypoints.data.augment import centre_crop
 from keypoints.training.cuda_graphs import StepGraphs
 from keypoints.training.metrics import NME
@@ -74,7 +75,7 @@ class KeypointsModule(pl.LightningModule):
         nme: tuple[int, int] | None = None,
     ):
         super().__init__()
-        self.half = size / 2
+        self.half = codec.scale(size)  # an RMSE in target units times this is in pixels
         self.net, self.optimizer, self.scheduler, self.augment = net, optimizer, scheduler, list(augment)
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.net.to(memory_format=self.memory_format)

@@ -13,7 +13,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from pytorch_lightning.loggers import TensorBoardLogger  # noqa: E402
 
-from keypoints.core import keypointset  # noqa: E402
+from keypoints.core import codec, keypointset  # noqa: E402
 from keypoints.core.keypointset import ALL  # noqa: E402
 from keypoints.training.rundir import saved_config  # noqa: E402
 
@@ -34,7 +34,7 @@ def learning_curves(sweep: str | Path, out: str | Path | None = None) -> Path:
         cfg = saved_config(run)
         history = json.loads((run / "metrics.json").read_text())["history"]
         valid = np.array([h["valid_rmse_px"] for h in history if "valid_rmse_px" in h])
-        train = np.sqrt([h["train_loss"] for h in history if "train_loss" in h]) * (cfg.data.size / 2)
+        train = np.sqrt([h["train_loss"] for h in history if "train_loss" in h]) * codec.scale(cfg.data.size)
         label = cfg.specialist + (" (pretrained)" if cfg.init_from else "")
         ax.plot(valid, "-", marker=".", markersize=3, color=f"C{i}", label=label)  # dots: one-epoch runs show
         ax.plot(train, "--", color=f"C{i}")
@@ -76,12 +76,12 @@ def log_sample_faces(logger, module, valid_set, step: int) -> None:
     if not isinstance(logger, TensorBoardLogger):
         return
     x, y, mask = valid_set[:N_FACES]
-    half = x.shape[-1] / 2
+    size = x.shape[-1]
     was_training = module.training
     module.eval()
     with torch.no_grad():
-        predicted = module(x.to(module.device)).float().cpu().numpy() * half + half
+        predicted = codec.to_pixels(module(x.to(module.device)).float().cpu().numpy(), size)
     module.train(was_training)
-    true = np.where(mask.cpu().numpy() > 0, y.cpu().numpy() * half + half, np.nan)
+    true = np.where(mask.cpu().numpy() > 0, codec.to_pixels(y.cpu().numpy(), size), np.nan)
     fig = face_grid(x[:, 0].float().cpu().numpy(), predicted, true)
     logger.experiment.add_figure("valid_faces", fig, global_step=step)

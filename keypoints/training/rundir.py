@@ -91,13 +91,40 @@ def relocated(value, old: str, new: str):
     return value
 
 
+# Where each module of the flat package that runs trained before the layers name now lives.
+MOVED = {
+    f"keypoints.{old}": f"keypoints.{new}"
+    for old, new in {
+        "data": "data.kaggle", "coco": "data.coco", "synthetic": "data.synthetic", "augment": "data.augment",
+        "images": "data.images", "framing": "data.framing", "nets": "models.nets", "resnet": "models.resnet",
+        "heatmap": "models.heatmap", "module": "training.module", "callbacks": "training.callbacks",
+        "checkpoints": "training.checkpoints", "schedules": "training.schedules", "metrics": "training.metrics",
+        "keypointset": "core.keypointset", "faces": "photos.finders", "framefit": "photos.framefit",
+        "search": "sweeps.search", "cluster": "sweeps.cluster", "faults": "sweeps.summary",
+    }.items()
+}  # fmt: skip
+
+
+def moved_targets(value):
+    """`value` (a config as containers) with every `_target_` of a module that has moved named where it is now."""
+    if isinstance(value, dict):
+        target = value.get("_target_")
+        if isinstance(target, str) and target.rpartition(".")[0] in MOVED:
+            module, _, name = target.rpartition(".")
+            value = {**value, "_target_": f"{MOVED[module]}.{name}"}
+        return {k: moved_targets(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [moved_targets(v) for v in value]
+    return value
+
+
 def saved_config(directory: str | Path) -> DictConfig:
     """A run directory's config.yaml, with the run's own paths (`paths.output_dir` and everything
     under it: checkpoints, logs) where the directory is now rather than where it was trained.
     Paths outside the run (`data.dir`, the cache) are kept as they were given. A run trained before
-    keypoint sets comes in today's shape (keypointset.upgrade)."""
+    keypoint sets, or before kfkd's modules moved into layers, comes in today's shape."""
     path = Path(directory) / "config.yaml"
-    cfg = keypointset.upgrade(OmegaConf.load(path), str(path))
+    cfg = keypointset.upgrade(OmegaConf.create(moved_targets(OmegaConf.to_container(OmegaConf.load(path)))), str(path))
     trained_in = OmegaConf.select(cfg, "paths.output_dir")
     if not trained_in:
         return cfg

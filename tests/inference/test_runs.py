@@ -104,3 +104,32 @@ def test_relocated_moves_only_paths_inside_the_old_directory():
         "models": {"/b/r/best.ckpt": 1.0},
         "n": 3,
     }
+
+
+def test_a_run_trained_before_the_modules_moved_into_layers_still_loads(tiny_data, tmp_path):
+    run = make_run(
+        tmp_path / "run",
+        tiny_data,
+        net_overrides=(
+            "net=resnet",
+            "net.backbone.stem=[8]",
+            "net.backbone.channels=[8,16]",
+            "net.backbone.blocks=[1,1]",
+        ),
+    )
+    x = torch.rand(3, 1, 96, 96)
+    today = trained.load([run])[0].predict(x, 2)
+    config = run / "config.yaml"
+    text = config.read_text()
+    for new, old in [
+        ("keypoints.models.resnet.", "keypoints.resnet."),
+        ("keypoints.data.kaggle.", "keypoints.data."),
+        ("keypoints.training.callbacks.", "keypoints.callbacks."),
+    ]:
+        assert new in text
+        text = text.replace(new, old)
+    config.write_text(text)
+    (loaded,) = trained.find([run])
+    assert loaded.cfg.net._target_ == "keypoints.models.resnet.Regression"
+    assert loaded.cfg.callbacks.early_stopping._target_ == "keypoints.training.callbacks.EarlyStopping"
+    np.testing.assert_array_equal(trained.load([run])[0].predict(x, 2), today)
