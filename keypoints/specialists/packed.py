@@ -50,7 +50,7 @@ from tqdm import tqdm
 from keypoints.core.errors import DataError, RunError
 from keypoints.specialists.pipeline import compose, one_process
 from keypoints.training import fit
-from keypoints.training.callbacks import EarlyStopping
+from keypoints.training.callbacks import EarlyStopping, Judge
 from keypoints.training.faults import divergence
 from keypoints.training.hardware import keep_freed_memory
 from keypoints.training.module import TrainingLoss
@@ -164,11 +164,14 @@ class Job:
             steps = {"total_steps": self.max_epochs * len(self.loader)} if self.interval == "step" else {}
             self.scheduler = self.module.scheduler["scheduler"](self.optimizer, **steps)
         self.stopper = next((c for c in self.trainer.callbacks if isinstance(c, EarlyStopping)), None)
+        # Its run's early stopping judges its epochs; without one, a judge that never stops (as ModelCheckpoint
+        # judges best.ckpt) picks the epochs to checkpoint.
+        self.judge = self.stopper or Judge("valid_loss", patience=math.inf, check_finite=False)
         self.io, saver = self.trainer.strategy.checkpoint_io, self.trainer.checkpoint_callback
         self.checkpoint = saver and Path(saver.dirpath) / f"{saver.filename}{saver.FILE_EXTENSION}"
         self.epoch = self.step = self.rows = 0
         self.left, self.batches, self.loss = len(self.loader), None, 0.0
-        self.history, self.best, self.done = [], None, None
+        self.history, self.done = [], None
 
     def remaining(self) -> int:
         """Steps to its last epoch's end."""
@@ -228,25 +231,13 @@ class Job:
         return mse
 
     def _judge(self, entry: dict) -> bool:
-        """Keep (and checkpoint) the weights of an epoch that improved; whether early stopping stops it."""
-        if self.stopper:
-            before = self.stopper.best_score.item()
-            stop, _ = self.stopper._evaluate_stopping_criteria(torch.tensor(entry[self.stopper.monitor]))
-            improved = self.stopper.best_score.item() != before
-        else:  # as ModelCheckpoint judges best.ckpt
-            stop = False
-            improved = math.isfinite(entry["valid_loss"]) and (self.best is None or entry["valid_loss"] < self.best[2])
-        if improved:
-            self.best = (
-                self.epoch,
-                {k: v.detach().clone() for k, v in self.module.state_dict().items()},
-                entry["valid_loss"],
+        """Whether it stops early; an epoch that improved has its weights kept by the judge, and checkpointed."""
+        stop = self.judge.verdict(entry[self.judge.monitor], self.epoch, self.step, self.module)
+        if self.judge.best_epoch == self.epoch and self.checkpoint:
+            self.io.save_checkpoint(
+                {"state_dict": self.judge.best_weights, "epoch": self.epoch, "global_step": self.step, "packed": True},
+                self.checkpoint,
             )
-            if self.checkpoint:
-                self.io.save_checkpoint(
-                    {"state_dict": self.best[1], "epoch": self.epoch, "global_step": self.step, "packed": True},
-                    self.checkpoint,
-                )
         return stop
 
     def _log_lr(self) -> None:
@@ -261,7 +252,7 @@ class Job:
         """Restore its best weights and write its run's metrics.json (keypoints.training.fit.finish); None where no
         epoch had finite losses (error.txt says so)."""
         diverged = divergence(self.history)
-        if self.best is None:
+        if self.judge.best_epoch is None:
             message = (
                 f"{self.name}: {diverged}, before any epoch with finite losses: nothing to keep (a lower optimizer.lr?)"
             )
@@ -270,11 +261,11 @@ class Job:
             self.trainer.logger.finalize("failed")
             return None
         if self.stopper:
-            self.module.load_state_dict(self.best[1])
+            self.module.load_state_dict(self.judge.best_weights)
         if diverged:
-            log.warning(f"{self.name}: {diverged}: training stopped; epoch {self.best[0]}'s weights restored")
+            log.warning(f"{self.name}: {diverged}: training stopped; epoch {self.judge.best_epoch}'s weights restored")
         self.io.teardown()  # best.ckpt on disk now
-        best_epoch = self.best[0] if self.stopper else len(self.history) - 1
+        best_epoch = self.judge.best_epoch if self.stopper else len(self.history) - 1
         return fit.finish(self.trainer, self.module, self.datamodule, self.history, best_epoch, self.epoch, start_time)
 
 
@@ -385,7 +376,7 @@ def train(overrides: list[str]) -> dict[Path, dict | None]:
         bar.close()
         kept = lambda m: (
             f"best weights so far in {m.checkpoint}"
-            if m.best and m.checkpoint
+            if m.judge.best_epoch is not None and m.checkpoint
             else "nothing kept (" + ("no epoch ended" if m.checkpoint else "no checkpoint callback") + ")"
         )
         log.warning(
