@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import difflib
 import importlib
+import string
 import sys
 
 import hydra
 from omegaconf import DictConfig
 
+from keypoints.core import mistakes, searchpath
 from keypoints.core.paths import CONF
 
 # name: (module whose main(argv) runs it, one line of help)
@@ -33,8 +35,35 @@ COMMANDS = {
 }
 
 
+def train_task() -> None:
+    """`python train.py ARGS` (and `kfkd train ARGS`): kfkd's own --help, or Hydra's run of train_run,
+    where a mistake on the command line is one line (keypoints.core.mistakes)."""
+    args = sys.argv[1:]
+    if "-h" in args or "--help" in args:
+        print(train_help([a for a in args if not a.startswith("-")]))
+        return
+    with mistakes.hydra_mistakes_in_one_line():
+        train_run()
+
+
+def train_help(overrides: list[str]) -> str:
+    """The help of conf/hydra/help/kfkd.yaml, with each group's options on the search path (those of
+    `hydra.searchpath` too), the option a plain run takes first. Hydra's own --help would print every
+    setting, and list the groups in a second or more."""
+    from hydra import compose, initialize_config_dir
+
+    with mistakes.stopping(), initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
+        hydra_cfg = compose("config", overrides=overrides, return_hydra_config=True).hydra
+    runtime, groups = hydra_cfg.runtime, []
+    for group in searchpath.groups(runtime):
+        first = runtime.choices.get(group)  # the option a plain run takes
+        options = sorted(searchpath.options(runtime, group), key=lambda o: o != first)
+        groups.append(f"  {group:<15} {', '.join(options)}")
+    return string.Template(hydra_cfg.help.template).substitute(APP_CONFIG_GROUPS="\n".join(groups))
+
+
 @hydra.main(version_base="1.3", config_path=str(CONF), config_name="config")
-def train_task(cfg: DictConfig) -> float:
+def train_run(cfg: DictConfig) -> float:
     """One run of `python train.py`: its config, composed by Hydra from conf/ and the command line."""
     # Imported after Hydra has parsed the command line: `--help` stays fast.
     from hydra.core.hydra_config import HydraConfig

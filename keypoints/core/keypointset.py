@@ -30,16 +30,14 @@ Runs trained before keypoint sets (a `specialist` node with its own `columns` an
 from __future__ import annotations
 
 import difflib
-import os
 import re
-import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
+from keypoints.core import searchpath
 from keypoints.core.errors import DataError
 from keypoints.core.paths import SETS
 
@@ -207,14 +205,18 @@ def load(name_or_path: str | Path) -> KeypointSet:
 
 
 def _source(cfg: DictConfig) -> str:
-    """Where a composed config's set came from: its file in conf/keypoints where Hydra says which."""
+    """Where a composed config's set came from: its file, as Hydra found it on its search path (conf/,
+    or a folder of `hydra.searchpath`), relative to the working directory where it is inside it."""
     from hydra.core.hydra_config import HydraConfig
 
-    choices = OmegaConf.select(cfg, "hydra.runtime.choices")
-    if choices is None and HydraConfig.initialized():
-        choices = HydraConfig.get().runtime.choices
-    choice = choices.get("keypoints") if choices is not None else None
-    return f"conf/keypoints/{choice}.yaml" if choice else "keypoints"
+    runtime = OmegaConf.select(cfg, "hydra.runtime")
+    if runtime is None and HydraConfig.initialized():
+        runtime = HydraConfig.get().runtime
+    choice = runtime.choices.get("keypoints") if runtime is not None else None
+    path = searchpath.find(runtime, "keypoints", choice) if choice else None
+    if path is None:
+        return f"keypoints={choice}" if choice else "keypoints"
+    return str(path.relative_to(Path.cwd()) if path.is_relative_to(Path.cwd()) else path)
 
 
 def of(cfg: DictConfig, source: str | None = None) -> KeypointSet:
@@ -231,28 +233,6 @@ def subset(keypoint_set: DictConfig, name: str, field: str):
     """The resolver `${subset:${keypoints},${specialist},FIELD}`: the specialist's `columns` or
     `flip_indices`, for conf/ (the flip's settings)."""
     return getattr(KeypointSet(keypoint_set, "keypoints").specialist(name), field)
-
-
-class Check(Callback):
-    """Hydra's callback (conf/config.yaml): a bad set or specialist ends the command with one line
-    before Hydra makes the run's directory (a multirun checks the set; each job its specialist).
-    Hydra turns a callback's exceptions into warnings, hence the exit; with HYDRA_FULL_ERROR=1 the
-    run goes on to fail in train.py with the whole traceback."""
-
-    def on_run_start(self, config: DictConfig, **kwargs) -> None:
-        self._check(specialist, config)
-
-    def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
-        self._check(of, config)
-
-    @staticmethod
-    def _check(check, config: DictConfig) -> None:
-        if os.environ.get("HYDRA_FULL_ERROR") == "1":
-            return
-        try:
-            check(config)
-        except DataError as e:
-            sys.exit(f"error: {e}")
 
 
 OLD_SET, OLD_SIZE = "kaggle15", 96  # what every run trained before keypoint sets predicted, and on

@@ -8,7 +8,6 @@ otherwise rows keep whatever keypoints they have and a presence mask travels wit
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 import logging
 import os
@@ -24,22 +23,10 @@ from torch.utils.data import DataLoader, Dataset
 
 from keypoints.core import codec
 from keypoints.core.errors import DataError  # noqa: F401  (the project's modules import it from here too)
+from keypoints.data.checks import GROUPS, KAGGLE, find_file, group_column, no_column, require_columns
 
 CACHE_VERSION = 1
-KAGGLE = "it comes from Kaggle's facial-keypoints-detection competition"
 log = logging.getLogger(__name__)
-
-
-def find_file(directory: str | Path, name: str, setting: str = "data.dir=DIR") -> Path:
-    """`name` in `directory`, plain or compressed as Kaggle ships it; when it is not there, the
-    error says how to name the right folder (`setting`: the config value or flag that gave it)."""
-    for candidate in (name, f"{name}.gz", f"{name}.zip"):
-        path = Path(directory) / candidate
-        if path.is_file():
-            return path
-    raise DataError(
-        f"{Path(directory) / name}: file not found (nor .gz/.zip); {KAGGLE}; give the folder that holds it as {setting}"
-    )
 
 
 def parse_pixels(images: pd.Series, source: str, size: int) -> np.ndarray:
@@ -109,8 +96,7 @@ def read_csv(path: Path, cache_dir: str | Path | None, size: int) -> tuple[pd.Da
     # Unparsable text, or a truncated or corrupt .gz/.zip (a download that did not finish).
     except (ValueError, OSError, EOFError, zlib.error, zipfile.BadZipFile) as e:
         raise DataError(f"{path}: not a readable CSV ({str(e).splitlines()[0]})") from None
-    if "Image" not in frame.columns:
-        raise DataError(f"{path}: {_no_column('Image', frame.columns)}; expected Kaggle's format ({KAGGLE})")
+    require_columns(path, frame.columns, ["Image"])
     if frame.empty:
         raise DataError(f"{path}: no data rows")
     images = parse_pixels(frame.pop("Image"), str(path), size)
@@ -133,19 +119,10 @@ def read_csv(path: Path, cache_dir: str | Path | None, size: int) -> tuple[pd.Da
     return frame, images
 
 
-def _no_column(name: str, columns) -> str:
-    """'no column X; did you mean Y?', or the columns there are when nothing is close."""
-    lower = {c.lower(): c for c in columns}  # so that a change of case is the closest match
-    near = [lower[c] for c in difflib.get_close_matches(name.lower(), lower, n=1)]
-    return f"no column {name!r}; " + (f"did you mean {near[0]!r}?" if near else f"it has {list(columns)}")
-
-
 def select(frame: pd.DataFrame, columns: list[str], source: Path, drop_incomplete: bool, size: int) -> np.ndarray:
     """Row indices to train on: rows with every selected column (the tutorial) or with any of them;
     every value must lie in the size x size face."""
-    missing = [c for c in columns if c not in frame.columns]
-    if missing:
-        raise DataError(f"{source}: {_no_column(missing[0], frame.columns)}")
+    require_columns(source, frame.columns, columns)
     values = frame[columns].to_numpy(np.float64)
     outside = (values < 0) | (values > size)
     if outside.any():
@@ -199,16 +176,11 @@ def read_groups(path: str | Path, n_rows: int) -> tuple[np.ndarray, str]:
     """The group of each of training.csv's `n_rows` rows, from a CSV `row,<group>` (one line per
     row, in any order), and the group column's name."""
     path = Path(path).expanduser()
-    expected = f"expected a CSV of row,<group> (e.g. row,person) with a line for each of training.csv's {n_rows} rows"
+    name = group_column(path)
     try:
         frame = pd.read_csv(path, dtype=str, keep_default_na=False)
-    except FileNotFoundError:
-        raise DataError(f"{path}: file not found (data.groups); {expected}") from None
     except (ValueError, OSError, pd.errors.EmptyDataError) as e:
-        raise DataError(f"{path}: not a readable CSV ({str(e).splitlines()[0]}); {expected}") from None
-    if len(frame.columns) != 2 or frame.columns[0] != "row":
-        raise DataError(f"{path}: columns {list(frame.columns)}; {expected}")
-    name = frame.columns[1]
+        raise DataError(f"{path}: not a readable CSV ({str(e).splitlines()[0]}); {GROUPS}") from None
     rows = pd.to_numeric(frame["row"], errors="coerce").to_numpy()
     bad = np.isnan(rows) | (rows != np.round(rows)) | (rows < 0) | (rows >= n_rows)
     if bad.any():
@@ -249,7 +221,7 @@ def excluded_groups(exclude: str | list | None, name: str) -> set[str]:
         raise DataError(f"{path}: not a readable CSV (data.exclude_groups: {str(e).splitlines()[0]})") from None
     if name not in frame.columns:
         raise DataError(
-            f"{path}: {_no_column(name, frame.columns)} (data.exclude_groups: a list of {name} ids, "
+            f"{path}: {no_column(name, frame.columns)} (data.exclude_groups: a list of {name} ids, "
             f"or a CSV with a {name} column)"
         )
     return set(frame[name]) - {""}

@@ -23,7 +23,7 @@ from pathlib import Path
 from keypoints.core import keypointset
 from keypoints.core.errors import DataError
 from keypoints.core.paths import CONF, TRAIN
-from keypoints.data.kaggle import find_file
+from keypoints.data.checks import find_file
 
 log = logging.getLogger(__name__)
 

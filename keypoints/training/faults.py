@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import random
 import signal
 from contextlib import contextmanager
@@ -17,13 +16,12 @@ from pathlib import Path
 import numpy as np
 import pytorch_lightning as pl
 import torch
-from hydra.errors import InstantiationException
-from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import MissingMandatoryValue
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
+from keypoints.core import mistakes
 from keypoints.core.errors import DataError, RunError, UserError
+from keypoints.training.preflight import override_key, resumable
 from keypoints.training.rundir import read_checkpoint, saved_config
 
 log = logging.getLogger(__name__)
@@ -31,38 +29,24 @@ log = logging.getLogger(__name__)
 
 @contextmanager
 def user_errors():
-    """Turn the user's mistakes into one-line errors; HYDRA_FULL_ERROR=1 keeps the traceback."""
-    mistakes = (DataError, RunError, MissingMandatoryValue)
+    """Turn the user's mistakes into UserError, one line (keypoints.core.mistakes); HYDRA_FULL_ERROR=1
+    keeps the traceback of the mistake."""
     try:
         yield
-    except (*mistakes, InstantiationException) as e:
-        mistake = e if isinstance(e, mistakes) else e.__cause__  # or a setting a class rejected while built
-        if os.environ.get("HYDRA_FULL_ERROR") == "1" or not isinstance(mistake, mistakes):
+    except Exception as e:  # noqa: BLE001 - sorted by mistakes.line
+        said = mistakes.line(e)
+        if said is None:
             raise
-        raise UserError(f"error: {str(mistake).splitlines()[0]}") from None
+        raise UserError(said) from (e if mistakes.full_error() else None)
 
 
 def resume_point(cfg: DictConfig, hydra: DictConfig) -> tuple[DictConfig, Path]:
     """For `resume=RUN_DIR`: the run's saved config, its own paths moved to where RUN_DIR is now and
     any values the command line sets on top (`trainer.max_epochs=...` to train on), and the
     checkpoint to go on from."""
-    run = Path(os.path.abspath(cfg.resume))
-    if hydra.mode == RunMode.MULTIRUN:
-        raise RunError("resume continues one run; drop -m/--multirun")
-    if not (run / "config.yaml").is_file():
-        raise RunError(f"{run}: not a run directory (no config.yaml)")
-    if (run / "metrics.json").is_file():
-        raise RunError(f"{run}: this run has finished (metrics.json is there); nothing to resume")
-    saved = saved_config(run)
-    if saved.get("packed"):
-        raise RunError(
-            f"{run}: trained packed with other specialists (packed=true), which is not resumed; its best "
-            f"weights so far are in checkpoints/best.ckpt; train again with python -m keypoints.specialists.packed"
-        )
+    saved = saved_config(resumable(cfg, hydra))
     for override in hydra.overrides.task:
-        key = override.split("=", 1)[0].lstrip("+")
-        if key in hydra.runtime.choices or key == "specialist" or key.startswith("~"):
-            raise RunError(f"resume={cfg.resume} keeps the run's config groups and specialist; drop {override}")
+        key = override_key(override)
         if key not in ("resume", "hydra") and not key.startswith("hydra."):
             OmegaConf.update(saved, key, OmegaConf.select(cfg, key), force_add=True)
     return saved, resume_checkpoint(saved)

@@ -15,6 +15,7 @@ from pytorch_lightning.utilities import rank_zero_only
 
 from keypoints.core import keypointset
 from keypoints.core.errors import DataError, RunError
+from keypoints.training import quiet
 from keypoints.training.callbacks import EarlyStopping, History, RunEnd
 from keypoints.training.faults import RandomState, divergence, interruptible
 from keypoints.training.hardware import keep_freed_memory, spread_over_gpus
@@ -34,6 +35,8 @@ def finals(module: KeypointsModule) -> tuple[str, ...]:
 
 def build(cfg: DictConfig):
     """The DataModule, LightningModule and Trainer a config describes."""
+    verbose = quiet.verbose()
+    quiet.install(verbose)  # first: the libraries' notes while building (the Trainer's) are among the noise
     keypoint_set = keypointset.of(cfg)
     unknown = keypoint_set.unknown_columns(OmegaConf.select(cfg, "mirror.offsets") or {})
     if unknown:
@@ -58,7 +61,11 @@ def build(cfg: DictConfig):
     # conf/callbacks: each entry is a callback, or a factory of those that apply to this run (a list)
     made = [instantiate(c) for c in cfg.callbacks.values()]
     callbacks = [c for m in made for c in (m if isinstance(m, list) else [m])] + [History(), RandomState()]
-    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=instantiate(cfg.logger))
+    # Lightning's model summary is one of its INFO lines, but printed (by rich) whatever the logging level
+    summary = verbose and cfg.trainer.get("enable_model_summary", True)
+    trainer = instantiate(
+        cfg.trainer, callbacks=callbacks, logger=instantiate(cfg.logger), enable_model_summary=summary
+    )
     return datamodule, module, trainer
 
 
@@ -80,7 +87,7 @@ def configure(cfg: DictConfig) -> DictConfig:
 def start(cfg: DictConfig, fresh: bool):
     """Seed, claim the run directory (a fresh run's: its config.yaml), build, and start a fresh run's
     net from `init_from`; return the DataModule, LightningModule and Trainer."""
-    pl.seed_everything(cfg.seed, workers=True)
+    pl.seed_everything(cfg.seed, workers=True, verbose=quiet.verbose())
     out = Path(cfg.paths.output_dir)
     # DDP's other ranks re-run train.py into the same directory: only rank 0 claims it.
     if fresh and rank_zero_only.rank == 0:
@@ -106,6 +113,8 @@ def fit(cfg: DictConfig, resume_from: Path | None = None) -> dict:
     if cfg.keep_freed_memory:
         keep_freed_memory()
     fresh = resume_from is None
+    if not fresh:  # kfkd's own line: Lightning's "Restored all states" is among the INFO lines kept quiet
+        log.info(f"resuming {cfg.paths.output_dir} from {resume_from}")
     if fresh and cfg.get("packed"):
         raise RunError(
             "packed=true is an option of kfkd specialists and python -m keypoints.specialists.packed, "

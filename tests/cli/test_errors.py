@@ -1,7 +1,10 @@
-"""Bad input: each mistake a user can make with a data file or the command line is named in one line."""
+"""Bad input: each mistake a user can make with a data file or the command line is named in one line,
+before anything is written and before torch is imported; `--help` is short and kfkd's own."""
 
 import gzip
+import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -91,9 +94,12 @@ def test_columns_that_leave_no_rows_are_named(tmp_path):
     assert list(select(frame, ["nose_tip_x", "nose_tip_y"], tmp_path, drop_incomplete=True, size=96)) == [6, 7]
 
 
-def train_py(cwd, *args, env=None):
+def train_py(cwd, *args, env=None, command=("train.py",)):
+    """`python train.py ARGS` in `cwd` (or `kfkd train ARGS`: command=("-m", "keypoints", "train")), with
+    `-X importtime`, which lists on stderr each module the command imported."""
+    script = [str(ROOT / command[0]), *command[1:]] if command[0] == "train.py" else list(command)
     return subprocess.run(
-        [sys.executable, str(ROOT / "train.py"), *args],
+        [sys.executable, "-X", "importtime", *script, *args],
         cwd=cwd,
         capture_output=True,
         text=True,
@@ -102,28 +108,152 @@ def train_py(cwd, *args, env=None):
     )
 
 
-def test_unknown_group_option_lists_the_choices_and_fails(tmp_path):
-    proc = train_py(tmp_path, "keypoints=kaggle16")
-    assert proc.returncode != 0
-    assert "Could not find 'keypoints/kaggle16'" in proc.stderr and "\tkaggle15\n" in proc.stderr
-    assert "Traceback" not in proc.stderr and not (tmp_path / "outputs").exists()
+def said(proc) -> tuple[list[str], set[str]]:
+    """What a command printed on stderr, and the modules it imported (-X importtime's lines)."""
+    lines = proc.stderr.splitlines()
+    modules = {line.rsplit("|", 1)[1].strip() for line in lines if line.startswith("import time:")}
+    return [line for line in lines if not line.startswith("import time:")], modules
 
 
-def test_unknown_specialist_lists_the_sets_and_fails_before_making_a_directory(tmp_path):
-    proc = train_py(tmp_path, "specialist=eyez")
-    assert proc.returncode == 1
-    assert (
-        "error: specialist=eyez: not a specialist of the keypoint set kaggle15 (conf/keypoints/kaggle15.yaml); "
-        "it has all, eyes, nose, mouth, mouth_bottom, eye_corners, eyebrows"
-    ) in proc.stderr.splitlines()
-    assert "Traceback" not in proc.stderr and not (tmp_path / "outputs").exists()
+def a_copy(tmp_path, coco, change):
+    """A copy of the COCO folder `coco`, its annotations.json changed in place by `change`."""
+    folder = shutil.copytree(coco, tmp_path / "faces")
+    data = json.loads((folder / "annotations.json").read_text())
+    change(data)
+    (folder / "annotations.json").write_text(json.dumps(data))
+    return folder
+
+
+def bad_set(tmp_path) -> list[str]:
+    """The overrides that pick a keypoint set kept outside the checkout, tmp_path/mine/keypoints/typo.yaml,
+    whose mirror pair names a keypoint it lacks."""
+    (tmp_path / "mine" / "keypoints").mkdir(parents=True)
+    (tmp_path / "mine" / "keypoints" / "typo.yaml").write_text(
+        "name: typo\nnames: [left_eye_center, right_eye_center]\n"
+        "mirror_pairs: [[left_eye_center, right_eye]]\nnme: [left_eye_center, right_eye_center]\n"
+    )
+    return [f"hydra.searchpath=[file://{tmp_path / 'mine'}]", "keypoints=typo"]
+
+
+# A mistake: (its arguments, of tmp_path, tiny_data and tiny_coco; the line that says it). The command runs in
+# tmp_path/work; TMP, TINY and COCO in the lines stand for those folders.
+MISTAKES = {
+    "no data folder": (
+        lambda tmp, tiny, coco: ["data=kaggle", "data.dir=nowhere"],
+        "error: nowhere/training.csv: file not found",
+    ),
+    "no data.dir": (
+        lambda tmp, tiny, coco: ["data=kaggle"],
+        "error: data.dir: not set; give it on the command line (data.dir=...)",
+    ),
+    "no groups file": (
+        lambda tmp, tiny, coco: ["data=kaggle", f"data.dir={tiny}", "data.groups=people.csv"],
+        "error: people.csv: file not found (data.groups); expected a CSV of row,<group>",
+    ),
+    "coco: no annotations.json": (
+        lambda tmp, tiny, coco: ["data=coco", f"data.dir={tmp}"],
+        "error: TMP/annotations.json: file not found; give the folder that holds it as data.dir=DIR",
+    ),
+    "coco: keypoint count": (
+        lambda tmp, tiny, coco: [
+            "data=coco",
+            f"data.dir={a_copy(tmp, coco, lambda d: d['annotations'][7]['keypoints'].pop())}",
+        ],
+        "error: TMP/faces/annotations.json: annotations[7].keypoints: 44 values; expected x, y, v for each of the 15",
+    ),
+    "coco: image missing": (
+        lambda tmp, tiny, coco: [
+            "data=coco",
+            f"data.dir={a_copy(tmp, coco, lambda d: d['images'][5].update(file_name='gone.png'))}",
+        ],
+        "error: TMP/faces/annotations.json: images[5].file_name: TMP/faces/gone.png: no such file",
+    ),
+    "coco: a keypoint of the set": (
+        lambda tmp, tiny, coco: [
+            "data=coco",
+            f"data.dir={a_copy(tmp, coco, lambda d: d['categories'][0]['keypoints'].__setitem__(0, 'left_eye_centre'))}",
+        ],
+        "error: TMP/faces/annotations.json: category 'face' has no keypoint 'left_eye_center' of the keypoint set "
+        "kaggle15 (did you mean 'left_eye_centre'?)",
+    ),
+    "coco: data.groups": (
+        lambda tmp, tiny, coco: ["data=coco", f"data.dir={coco}", "data.groups=persn"],
+        "error: COCO/annotations.json: images[0]: no field 'persn' (data.groups=persn names the image field that "
+        "says whose face it is); did you mean data.groups=person?",
+    ),
+    "a set on the search path": (
+        lambda tmp, tiny, coco: bad_set(tmp),
+        "error: TMP/mine/keypoints/typo.yaml: mirror_pairs[0][1]: 'right_eye' is not one of the set's keypoints "
+        "(did you mean 'right_eye_center'?)",
+    ),
+    "specialist": (
+        lambda tmp, tiny, coco: ["specialist=eyez"],
+        f"error: specialist=eyez: not a specialist of the keypoint set kaggle15 ({ROOT}/conf/keypoints/kaggle15.yaml); "
+        "it has all, eyes, nose, mouth, mouth_bottom, eye_corners, eyebrows",
+    ),
+    "a setting": (
+        lambda tmp, tiny, coco: ["trainer.max_epoch=3"],
+        "error: trainer.max_epoch: no such setting; did you mean trainer.max_epochs?",
+    ),
+    "an option": (lambda tmp, tiny, coco: ["net=cnnn"], "error: net=cnnn: no such option; did you mean net=cnn?"),
+    "an option of a list": (
+        lambda tmp, tiny, coco: ["augment=[flip,afine]"],
+        "error: augment=afine: no such option; did you mean augment=affine?",
+    ),
+    "an override": (
+        lambda tmp, tiny, coco: ["data.dir"],
+        "error: data.dir: not an override (missing EQUAL at '<EOF>'); write KEY=VALUE, as in kfkd train --help",
+    ),
+    "resume": (
+        lambda tmp, tiny, coco: [f"resume={tiny}"],
+        "error: TINY: not a run directory (no config.yaml); give resume= a run directory under outputs/",
+    ),
+}
+
+
+@pytest.mark.parametrize("name", MISTAKES)
+def test_a_mistake_is_one_line_before_anything_is_written_or_torch_imported(name, tmp_path, tiny_data, tiny_coco):
+    arguments, message = MISTAKES[name]
+    work = tmp_path / "work"
+    work.mkdir()
+    proc = train_py(work, *arguments(tmp_path, tiny_data, tiny_coco))
+    lines, modules = said(proc)
+    message = message.replace("TMP", str(tmp_path)).replace("COCO", str(tiny_coco)).replace("TINY", str(tiny_data))
+    assert proc.returncode == 1 and len(lines) == 1 and lines[0].startswith(message), lines
+    assert not {"torch", "pytorch_lightning"} & modules
+    assert not list(tmp_path.rglob("outputs")) and proc.stdout == ""
+
+
+def test_kfkd_train_says_a_mistake_as_train_py_does(tmp_path):
+    proc = train_py(tmp_path, "net=cnnn", command=("-m", "keypoints", "train"))
+    assert proc.returncode == 1 and said(proc)[0] == ["error: net=cnnn: no such option; did you mean net=cnn?"]
+
+
+def test_hydra_full_error_shows_the_traceback(tmp_path):
+    for mistake in (["data=kaggle", "data.dir=nowhere"], ["trainer.max_epoch=3"]):
+        proc = train_py(tmp_path, *mistake, env={"HYDRA_FULL_ERROR": "1"})
+        assert proc.returncode == 1 and "Traceback (most recent call last)" in proc.stderr, proc.stderr[-2000:]
+    assert not (tmp_path / "outputs").exists()
+
+
+@pytest.mark.parametrize("command", [("train.py",), ("-m", "keypoints", "train")])
+def test_help_is_short_lists_the_groups_and_sets_on_the_search_path_and_imports_no_torch(tmp_path, command):
+    proc = train_py(tmp_path, "--help", *bad_set(tmp_path)[:1], command=command)
+    lines, modules = said(proc)
+    assert proc.returncode == 0 and lines == [], proc.stderr[-2000:]
+    text = proc.stdout.splitlines()
+    assert len(text) < 60 and text[0].startswith("usage: python train.py")
+    assert "  keypoints       kaggle15, ibug68, typo" in text and any(line.startswith("  net ") for line in text)
+    for override in ("seed=", "trainer.max_epochs=", "data.dir=", "data.groups=", "specialist=", "resume=", "-m "):
+        assert any(line.lstrip().startswith(override) or f" {override}" in line for line in text), override
+    assert "hydra.searchpath=[file://DIR] keypoints=NAME" in proc.stdout and "--hydra-help" in proc.stdout
+    assert not {"torch", "pytorch_lightning"} & modules and not (tmp_path / "outputs").exists()
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["data=kaggle"], "error: Missing mandatory value: data.dir"),
         (
             ["data=kaggle", "data.dir=DIR"],
             "error: DIR/training.csv: line 2: Image has 3 pixels, expected 9216 (96x96: data.size)",
@@ -139,12 +269,15 @@ def test_unknown_specialist_lists_the_sets_and_fails_before_making_a_directory(t
         ),
     ],
 )
-def test_user_mistake_is_one_line_without_traceback(tmp_path, args, message):
+def test_a_mistake_found_in_training_is_one_line_and_leaves_no_run_behind(tmp_path, args, message):
     (tmp_path / "training.csv").write_text(csv_text([full(Image="1 2 3")] * 4))
     args = [a.replace("DIR", str(tmp_path)) for a in args]
     proc = train_py(tmp_path, *args)
-    message = message.replace("DIR", str(tmp_path))
     assert proc.returncode == 1, proc.stderr[-2000:]
-    assert f"\n{message}\n" in proc.stderr and "Traceback" not in proc.stderr
+    assert said(proc)[0] == [message.replace("DIR", str(tmp_path))]
+    assert not (tmp_path / "outputs").exists()
     full_error = train_py(tmp_path, *args, env={"HYDRA_FULL_ERROR": "1"})
     assert full_error.returncode == 1 and "Traceback (most recent call last)" in full_error.stderr
+    (tmp_path / "outputs" / "runs" / "mine").mkdir(parents=True)  # a folder the user had is kept
+    proc = train_py(tmp_path, *args, "hydra.run.dir=outputs/runs/mine")
+    assert proc.returncode == 1 and (tmp_path / "outputs" / "runs" / "mine").is_dir()

@@ -232,10 +232,7 @@ def test_preempted_requeued_and_timed_out_jobs_resume_to_the_metrics_of_a_run_ne
     uninterrupted = metrics(runs[3])
     for n in (0, 1):
         assert restarted(n), (runs[n] / "train.log").read_text()[-2000:]
-        assert (
-            "Restored all states from the checkpoint"
-            in (sweep / ".submitit" / ids[n] / f"{ids[n]}_0_log.err").read_text()
-        )
+        assert f"resuming {runs[n]} from" in (runs[n] / "train.log").read_text()
         resumed = metrics(runs[n])
         assert resumed["history"] == uninterrupted["history"], n
         assert (resumed["valid_loss"], resumed["best_epoch"]) == (

@@ -39,11 +39,10 @@ class Scripted(pl.LightningModule):
     val_dataloader = train_dataloader
 
 
-def test_early_stopping_stops_and_restores_the_best_weights(tmp_path):
-    module = Scripted([5.0, 3.0, 1.0, 2.0, 4.0, 6.0, 0.5, 0.1])
-    stopper = EarlyStopping(monitor="valid_loss", patience=3)
-    trainer = pl.Trainer(
-        max_epochs=8,
+def quiet_trainer(stopper, max_epochs: int, tmp_path) -> pl.Trainer:
+    """A Trainer with `stopper` alone: no logger, checkpoints, bar or sanity check."""
+    return pl.Trainer(
+        max_epochs=max_epochs,
         callbacks=[stopper],
         logger=False,
         enable_checkpointing=False,
@@ -51,6 +50,12 @@ def test_early_stopping_stops_and_restores_the_best_weights(tmp_path):
         num_sanity_val_steps=0,
         default_root_dir=tmp_path,
     )
+
+
+def test_early_stopping_stops_and_restores_the_best_weights(tmp_path):
+    module = Scripted([5.0, 3.0, 1.0, 2.0, 4.0, 6.0, 0.5, 0.1])
+    stopper = EarlyStopping(monitor="valid_loss", patience=3)
+    trainer = quiet_trainer(stopper, 8, tmp_path)
     trainer.fit(module)
     assert trainer.current_epoch == 6  # epochs 3, 4, 5 did not improve on epoch 2
     assert stopper.best_epoch == 2
@@ -152,15 +157,7 @@ def test_packed_specialists_and_lightning_share_the_judge(tiny_data, tmp_path, m
 
     monkeypatch.setattr(Judge, "verdict", spy)
     stopper = EarlyStopping(monitor="valid_loss", patience=1)
-    trainer = pl.Trainer(
-        max_epochs=3,
-        callbacks=[stopper],
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        num_sanity_val_steps=0,
-        default_root_dir=tmp_path,
-    )
+    trainer = quiet_trainer(stopper, 3, tmp_path)
     trainer.fit(Scripted([1.0, 2.0, 0.5]))
     assert judged == [(stopper, 0), (stopper, 1)]
     judged.clear()

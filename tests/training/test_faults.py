@@ -235,7 +235,7 @@ def interrupt(cwd, tiny_data, sig):
 
 def resumed_as_uninterrupted(run, uninterrupted, proc):
     """The resumed run ended exactly as the run never stopped, its best.ckpt included."""
-    assert "Restored all states from the checkpoint" in proc.stdout + proc.stderr
+    assert f"resuming {os.path.abspath(run)} from" in proc.stdout + proc.stderr
     resumed = metrics(run)
     assert resumed["history"] == uninterrupted["history"]
     assert (resumed["valid_loss"], resumed["best_epoch"]) == (uninterrupted["valid_loss"], uninterrupted["best_epoch"])
