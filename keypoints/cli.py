@@ -37,11 +37,13 @@ COMMANDS = {
 
 def train_task() -> None:
     """`python train.py ARGS` (and `kfkd train ARGS`): kfkd's own --help, or Hydra's run of train_run,
-    where a mistake on the command line is one line (keypoints.core.mistakes)."""
+    where a mistake on the command line is one line (keypoints.core.mistakes); `-v` is `hydra.verbose=true`."""
     args = sys.argv[1:]
     if "-h" in args or "--help" in args:
         print(train_help([a for a in args if not a.startswith("-")]))
         return
+    if "-v" in args or "--verbose" in args:  # the libraries' INFO lines too (keypoints.training.quiet)
+        sys.argv = [sys.argv[0], *[a for a in args if a not in ("-v", "--verbose")], "hydra.verbose=true"]
     with mistakes.hydra_mistakes_in_one_line():
         train_run()
 

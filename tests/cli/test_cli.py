@@ -53,3 +53,10 @@ def test_a_debug_preset_trains_a_few_batches_into_outputs_debug(preset, tiny_dat
     (run,) = (tmp_path / "outputs" / "debug").iterdir()
     assert (run / "metrics.json").is_file() and (run / "train.log").is_file()
     assert (run / "checkpoints" / "best.ckpt").is_file() == (preset == "limit")  # fast_dev_run saves none
+
+
+def test_verbose_is_hydras_verbose(monkeypatch):
+    seen = []
+    monkeypatch.setattr(cli, "train_run", lambda: seen.append(sys.argv[1:]))
+    cli.main(["train", "-v", "seed=1"])
+    assert seen == [["seed=1", "hydra.verbose=true"]]
