@@ -28,6 +28,7 @@ COMMANDS = {
     "submit": ("keypoints.inference.submit", "predict Kaggle's test.csv with trained runs: submission.csv"),
     "evaluate": ("keypoints.inference.evaluate", "RMSE and NME of trained runs on labelled faces"),
     "detect": ("keypoints.photos.detect", "keypoints on photos: faces found, framed and predicted"),
+    "video": ("keypoints.photos.video", "keypoints on a video, a folder of frames or a camera: tracked and smoothed"),
     "export": ("keypoints.inference.export", "a trained run as an .onnx model that needs no torch"),
     "mirror": ("keypoints.inference.mirror", "measure where a dataset's mirrored labels sit off the mirror"),
     "framefit": ("keypoints.photos.framefit", "fit how a face finder's box frames faces (conf/framing.yaml)"),

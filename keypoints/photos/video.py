@@ -1,0 +1,366 @@
+"""Keypoints on a video, a folder of frames or a camera: each face tracked from frame to frame, its keypoints
+smoothed.
+
+    kfkd video INPUT [--model MODEL] [--out DIR] [--video OUT.mp4] [--no-smooth] [--show]
+    kfkd video --camera N|URL [--model MODEL] [...]
+
+INPUT: a video file OpenCV reads, or a folder of frames (image files, in the order of their names). MODEL: a
+run directory or an exported .onnx (any keypoint set). Writes DIR/keypoints.csv, a row per face per frame
+as each frame is done (frame, time_s, track, the face's box, the columns of the model's keypoint set in the
+frame's pixels), and with --video an annotated H.264 MP4. Settings: conf/video.yaml (tracking, smoothing)
+and conf/detect.yaml (finding, framing). The Python API:
+
+    tracker = Tracker(Detector("model.onnx"))
+    for faces in tracker.frames(rgb_arrays, fps=30):   # (H, W, 3) or (H, W) uint8 arrays
+        for face in faces:
+            face.track, face.box, face.keypoints       # id, (4,), (K, 2) in the frame's pixels
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import math
+import os
+import sys
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+from omegaconf import OmegaConf
+from PIL import Image, ImageDraw
+
+from keypoints.core.errors import DataError
+from keypoints.core.paths import VIDEO as SETTINGS
+from keypoints.data import framing, images
+from keypoints.photos import detect
+from keypoints.photos.smoothing import OneEuro
+
+HEADER = ["frame", "time_s", "track", "box_left", "box_top", "box_right", "box_bottom"]  # then the set's columns
+
+
+@dataclass
+class Tracked:
+    track: int  # the face's id, kept while it is tracked
+    box: np.ndarray  # (4,): the box the face finder would give for the face's frame, in the image's pixels
+    keypoints: np.ndarray  # (K, 2): x, y in the image's pixels (smoothed unless the tracker's smooth is off)
+
+
+@dataclass
+class _Track:
+    id: int
+    points: np.ndarray  # the model's columns in the image's pixels, as predicted
+    frame: framing.Frame  # fitted to their anchors: where the face is cropped on the next frame
+    filter: OneEuro | None
+
+
+def iou(a: np.ndarray, b: np.ndarray) -> float:
+    """Intersection over union of two boxes (left, top, right, bottom)."""
+    w = min(a[2], b[2]) - max(a[0], b[0])
+    h = min(a[3], b[3]) - max(a[1], b[1])
+    inter = max(w, 0.0) * max(h, 0.0)
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+class Tracker:
+    """Faces followed across the frames of one stream, by `detector` (keypoints.photos.detect.Detector).
+
+    Each tracked face is cropped where its previous keypoints' anchors put it (the anchors fit of detect's
+    refine step) and predicted once. The face finder runs on the first frame, every `finder_every` frames
+    and on a frame where a track is lost; its boxes that overlap no tracked face (IoU under `iou`) start
+    new tracks, framed and refined as detect frames them. A track is lost when its anchors stop looking
+    like a face: their residual after the fit is over `lost_residual`. `cfg`: conf/video.yaml's settings."""
+
+    def __init__(self, detector: detect.Detector, cfg=None, smooth: bool = True):
+        if detector.anchors is None:
+            raise DataError(
+                f"{detector.cfg.framing}: the model predicts none or only some of the anchors "
+                f"{detector.anchor_names}; tracking follows a face by them"
+            )
+        self.detector, self.cfg, self.smooth = detector, cfg if cfg is not None else OmegaConf.load(SETTINGS), smooth
+        self.tracks: list[_Track] = []
+        self.index, self.next_id = 0, 0
+
+    def frames(self, frames: Iterable[np.ndarray], fps: float = 30.0) -> Iterator[list[Tracked]]:
+        """The tracked faces of each frame of `frames`, taken `fps` frames a second."""
+        for i, image in enumerate(frames):
+            yield self.step(image, i / fps)
+
+    def step(self, image: np.ndarray, time_s: float) -> list[Tracked]:
+        """The tracked faces of the next frame, (H, W) grey or (H, W, 3) RGB uint8, taken at `time_s`."""
+        grey = images.grey(images.from_array(image))
+        points = self._predict(grey, [t.frame for t in self.tracks])
+        kept = []
+        for track, p in zip(self.tracks, points):
+            frame, residual = self.fit(p)
+            if residual <= self.cfg.lost_residual:
+                track.points, track.frame = p, frame
+                kept.append(track)
+        lost = len(kept) < len(self.tracks)
+        # Two tracks that drifted onto one face: the older one keeps it.
+        self.tracks = [
+            t for i, t in enumerate(kept) if all(iou(self.box(t), self.box(o)) < self.cfg.iou for o in kept[:i])
+        ]
+        if self.index % self.cfg.finder_every == 0 or lost:
+            self._find(grey)
+        self.index += 1
+        return [self._output(t, time_s) for t in self.tracks]
+
+    def fit(self, points: np.ndarray) -> tuple[framing.Frame | None, float]:
+        """The frame that puts the predicted anchors of `points` (the model's columns) at their canonical
+        places, and how far they stay from them: the root mean square distance, as a fraction of the face's
+        side (inf where there is no fit: anchors missing or all at one place)."""
+        d = self.detector
+        anchors = points[d.anchors].reshape(-1, 2)
+        with np.errstate(all="ignore"):
+            frame = framing.from_points(anchors, d.canonical, d.cfg.rotate, d.model.size)
+        if not (np.isfinite(anchors).all() and math.isfinite(frame.size) and frame.size > 0):
+            return None, math.inf
+        residual = np.sqrt(((frame.to_crop(anchors) - d.canonical) ** 2).sum(1).mean()) / d.model.size
+        return frame, float(residual)
+
+    def box(self, track: _Track) -> np.ndarray:
+        """The box the face finder would give for the track's frame: detect's box-to-frame map inverted."""
+        fit = self.detector.cfg.box_to_frame
+        side = track.frame.size / fit.size
+        left, top = track.frame.cx - fit.x * side, track.frame.cy - fit.y * side
+        return np.array([left, top, left + side, top + side])
+
+    def _predict(self, grey: np.ndarray, frames: list[framing.Frame]) -> list[np.ndarray]:
+        return self.detector.predict(grey, frames, dict.fromkeys(detect.STAGES, 0.0))
+
+    def _find(self, grey: np.ndarray) -> None:
+        """New tracks for the finder's boxes that no tracked face overlaps, framed and refined as detect does."""
+        d = self.detector
+        boxes = [b for b in d.boxes(grey) if math.sqrt((b[2] - b[0]) * (b[3] - b[1])) >= d.cfg.min_face_px]
+        tracked = [self.box(t) for t in self.tracks]
+        new = [b for b in boxes if all(iou(b, t) < self.cfg.iou for t in tracked)]
+        points = self._predict(grey, [framing.from_box(b, d.cfg.box_to_frame, d.model.size) for b in new])
+        for _ in range(d.cfg.refine):
+            points = self._predict(grey, [f for f in (self.fit(p)[0] for p in points) if f is not None])
+        for p in points:
+            frame, residual = self.fit(p)
+            if residual <= self.cfg.lost_residual:  # a box the model does not see a face in starts nothing
+                smoother = OneEuro(**self.cfg.smooth) if self.smooth else None
+                self.tracks.append(_Track(self.next_id, p, frame, smoother))
+                self.next_id += 1
+
+    def _output(self, track: _Track, time_s: float) -> Tracked:
+        # Smoothed in units of the face's side, so that the same settings suit a face near and far.
+        points = track.filter(time_s, track.points, track.frame.size) if track.filter else track.points
+        return Tracked(track.id, self.box(track), self.detector.as_keypoints(points))
+
+
+# --- reading frames ---------------------------------------------------------------------------------
+
+
+class Source:
+    """The frames of a folder of images, a video file or a camera, as (index, time_s, RGB array).
+    A camera is read as a video is, through OpenCV's VideoCapture, timed by the wall clock."""
+
+    def __init__(self, path: str | None = None, camera: str | None = None, folder_fps: float = 30.0):
+        self.name = path if camera is None else f"camera {camera}"
+        self.files, self.capture, self.total, self.fps = None, None, None, folder_fps
+        self.live = camera is not None  # timed by the wall clock, of no known length
+        if self.live:
+            self._open(
+                int(camera) if camera.isdigit() else camera,
+                "OpenCV cannot open it",
+                "check that it is connected and not in use, or its URL",
+            )
+            return
+        if Path(path).is_dir():
+            self.files, problems = detect.photos([path])
+            if problems:
+                raise DataError(f"{problems[0]}; give a folder of frames or a video file")
+            self.total = len(self.files)
+        elif Path(path).is_file():
+            self._open(
+                path,
+                "OpenCV cannot open it as a video (truncated or not a video)",
+                "give a video file (MP4, AVI, MKV, ...) or a folder of frames",
+            )
+            self.total = self.frame_count or None
+        else:
+            raise DataError(f"{path}: no such file or folder; give a video file or a folder of frames")
+
+    def _open(self, what, problem: str, advice: str) -> None:
+        import cv2
+
+        self.capture = cv2.VideoCapture(what)
+        if not self.capture.isOpened():
+            raise DataError(f"{self.name}: {problem}; {advice}")
+        ok, first = self.capture.read()
+        if not ok:
+            raise DataError(f"{self.name}: no frame could be read; {advice}")
+        self._first = first
+        self.fps = self.capture.get(cv2.CAP_PROP_FPS) or self.fps
+        self.frame_count = int(self.capture.get(cv2.CAP_PROP_FRAME_COUNT))
+
+    def __iter__(self) -> Iterator[tuple[int, float, np.ndarray]]:
+        if self.files is not None:
+            for i, path in enumerate(self.files):
+                yield i, i / self.fps, np.asarray(images.read(path).convert("RGB"))
+            return
+        start, frame, i = time.monotonic(), self._first, 0
+        while frame is not None:
+            t = time.monotonic() - start if self.live else i / self.fps
+            yield i, t, np.ascontiguousarray(frame[:, :, ::-1])  # OpenCV's BGR
+            ok, frame = self.capture.read()
+            frame, i = (frame if ok else None), i + 1
+        if self.total and i < self.total:
+            raise DataError(
+                f"{self.name}: the video ended after {i} of its {self.total} frames (truncated or damaged); "
+                f"the rows of those {i} are written; repair or re-encode the file for the rest"
+            )
+
+    def close(self) -> None:
+        if self.capture is not None:
+            self.capture.release()
+
+
+# --- writing --------------------------------------------------------------------------------------
+
+
+class Annotated:
+    """An MP4 of the frames with each face's box, track id and keypoints drawn: H.264, yuv420p (browsers
+    play it), written by PyAV; `close` ends it cleanly, so that a stream stopped early still plays."""
+
+    def __init__(self, path: Path, fps: float, codec: str):
+        import av
+
+        self.container = av.open(str(path), "w")
+        self.stream = self.container.add_stream(codec, rate=Fraction(fps).limit_denominator(1001))
+        self.stream.pix_fmt = "yuv420p"
+        self.size = None
+
+    def write(self, rgb: np.ndarray, faces: list[Tracked]) -> None:
+        import av
+
+        frame = annotate(rgb, faces)
+        frame = np.pad(frame, ((0, frame.shape[0] % 2), (0, frame.shape[1] % 2), (0, 0)), mode="edge")  # 4:2:0
+        if self.size is None:
+            self.size = self.stream.height, self.stream.width = frame.shape[:2]
+        for packet in self.stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+            self.container.mux(packet)
+
+    def close(self) -> None:
+        if self.size is not None:
+            for packet in self.stream.encode():  # the encoder's last frames
+                self.container.mux(packet)
+        self.container.close()
+
+
+def annotate(rgb: np.ndarray, faces: list[Tracked]) -> np.ndarray:
+    """The frame with each face's box and track id (green) and keypoints (red) drawn."""
+    canvas = Image.fromarray(rgb)
+    pen = ImageDraw.Draw(canvas)
+    width = max(1, round(max(canvas.size) / 400))
+    for face in faces:
+        pen.rectangle(face.box.tolist(), outline=(0, 255, 0), width=width)
+        pen.text((face.box[0] + 2 * width, face.box[1] + 2 * width), str(face.track), fill=(0, 255, 0))
+        r = max(1.5, (face.box[2] - face.box[0]) / 60)
+        for x, y in face.keypoints[np.isfinite(face.keypoints).all(1)]:
+            pen.ellipse([x - r, y - r, x + r, y + r], fill=(255, 0, 0))
+    return np.asarray(canvas)
+
+
+def _table(path: Path):
+    """keypoints.csv, opened for writing, unless it exists and was not written by this command."""
+    if path.exists():
+        with open(path, newline="") as f:
+            if (next(csv.reader(f), None) or [])[: len(HEADER)] != HEADER:
+                raise DataError(f"{path}: exists and was not written by kfkd video; choose another --out")
+    return open(path, "w", newline="")
+
+
+def main(argv: list[str] | None = None) -> None:
+    from tqdm import tqdm
+
+    parser = argparse.ArgumentParser(prog="kfkd video", description=__doc__.split("\n\n")[0])
+    parser.add_argument("input", nargs="?", help="a video file, or a folder of frames (in the order of their names)")
+    parser.add_argument("--model", help="a run directory or an exported .onnx (default: conf/video.yaml's model)")
+    parser.add_argument("--out", default="outputs/video", help="the folder for keypoints.csv")
+    parser.add_argument("--video", help="also write the frames annotated to this .mp4 (H.264)")
+    parser.add_argument("--camera", help="read a camera instead of INPUT: its number (0, 1, ...) or a stream's URL")
+    parser.add_argument("--no-smooth", action="store_true", help="keypoints as predicted, without the One Euro filter")
+    parser.add_argument("--show", action="store_true", help="show the annotated frames in a window (q stops)")
+    args = parser.parse_args(argv)
+    # FFmpeg (in OpenCV) would print its own lines about a damaged file; the command says it in one.
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
+    cfg = OmegaConf.load(SETTINGS)
+    model = args.model or cfg.model
+    if model is None:
+        parser.error(f"--model is needed (or model: in {SETTINGS})")
+    if (args.input is None) == (args.camera is None):
+        parser.error("give INPUT or --camera, one of them")
+    source = writer = table = None
+    done = faces = 0
+    try:
+        source = Source(args.input, args.camera, cfg.folder_fps)
+        if args.show:
+            _window()
+        tracker = Tracker(detect.Detector(model), cfg, smooth=not args.no_smooth)
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        table = _table(out / "keypoints.csv")
+        rows = csv.writer(table)
+        rows.writerow(HEADER + tracker.detector.header[len(detect.HEADER) :])
+        writer = Annotated(Path(args.video), source.fps, cfg.codec) if args.video else None
+        bar = tqdm(source, total=source.total, desc="frames", unit="frame", file=sys.stderr)
+        for i, t, rgb in bar:
+            found = tracker.step(rgb, t)
+            for face in found:
+                values = ["" if np.isnan(v) else round(float(v), 2) for v in face.keypoints.reshape(-1)]
+                rows.writerow([i, round(t, 4), face.track, *np.round(face.box, 2).tolist(), *values])
+            table.flush()  # a stream that stops keeps its rows
+            if writer:
+                writer.write(rgb, found)
+            done, faces = i + 1, faces + len(found)
+            if args.show and _shown(rgb, found):
+                break
+    except DataError as error:
+        _close(source, writer, table)
+        sys.exit(f"error: {error}")
+    except KeyboardInterrupt:
+        _close(source, writer, table)
+        sys.exit(f"interrupted after {done} frames; the rows so far are in {Path(args.out) / 'keypoints.csv'}")
+    _close(source, writer, table)
+    print(
+        f"frames: {done}, faces: {faces}, tracks: {tracker.next_id}; wrote {Path(args.out) / 'keypoints.csv'}"
+        + (f" and {args.video}" if args.video else "")
+    )
+
+
+def _close(*things) -> None:
+    for thing in things:
+        if thing is not None:
+            thing.close()
+
+
+def _window() -> None:
+    import cv2
+
+    try:
+        cv2.namedWindow("kfkd video")
+    except cv2.error:
+        raise DataError(
+            "--show: this OpenCV has no windows (opencv-python-headless); pip install opencv-python, "
+            "or leave --show out and write --video"
+        ) from None
+
+
+def _shown(rgb: np.ndarray, found: list[Tracked]) -> bool:
+    """Show the frame annotated; whether the user pressed q to stop."""
+    import cv2
+
+    cv2.imshow("kfkd video", annotate(rgb, found)[:, :, ::-1])
+    return cv2.waitKey(1) & 0xFF == ord("q")
+
+
+if __name__ == "__main__":
+    main()

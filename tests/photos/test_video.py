@@ -1,0 +1,308 @@
+"""keypoints.photos.video and .smoothing: faces tracked across frames (finder only now and then, ids kept,
+lost and found again), keypoints smoothed, the command's CSV and MP4, bad input in one line.
+
+The clips are bright discs on a dark ground, made here. The face finder is a blob finder; the model a
+stand-in that puts the keypoint set's canonical layout on the disc it sees (so that tracking follows the
+disc) and scatters its points where it sees none (so that the track is lost), or, for the command, a
+tiny run whose net always answers the canonical layout."""
+
+import csv
+import subprocess
+import sys
+
+import av
+import cv2
+import numpy as np
+import pytest
+import torch
+from conftest import KAGGLE15, ROOT, make_run
+from omegaconf import OmegaConf
+from PIL import Image
+
+from keypoints.core import codec
+from keypoints.core.paths import FRAMING
+from keypoints.inference import export
+from keypoints.photos import detect, finders, video
+from keypoints.photos.smoothing import OneEuro
+
+W, H = 160, 120
+CANONICAL = OmegaConf.to_container(OmegaConf.load(FRAMING).canonical)  # anchors' places in 96 px faces
+# The canonical layout of all 15 keypoints: the anchors where the fit has them, the rest on a ring about them.
+LAYOUT = np.array(
+    [
+        CANONICAL[k] if k in CANONICAL else (48 + 25 * np.cos(i), 55 + 25 * np.sin(i))
+        for i, k in enumerate(KAGGLE15.names)
+    ]
+)
+
+
+def clip(*discs, n=30, radius=20):
+    """n RGB frames; each disc a function of the frame index giving its centre, or None where it is absent."""
+    frames = []
+    yy, xx = np.mgrid[:H, :W]
+    for i in range(n):
+        grey = np.full((H, W), 30, np.uint8)
+        for centre in discs:
+            c = centre(i)
+            if c is not None:
+                grey[(xx - c[0]) ** 2 + (yy - c[1]) ** 2 < radius**2] = 220
+        frames.append(np.stack([grey] * 3, -1))
+    return frames
+
+
+def blobs(grey: np.ndarray) -> np.ndarray:
+    """The bright discs' bounding boxes: the stand-in face finder."""
+    _, _, stats, _ = cv2.connectedComponentsWithStats((grey > 128).astype(np.uint8))
+    return np.array([[x, y, x + w, y + h] for x, y, w, h, area in stats[1:] if area > 50], float).reshape(-1, 4)
+
+
+class DiscModel:
+    """Predicts the canonical layout scaled to the bright disc in each crop, plus `noise` crop pixels."""
+
+    size, keypoints, columns, keypoint_set, skeleton, framing = (
+        96,
+        KAGGLE15.names,
+        KAGGLE15.columns,
+        "kaggle15",
+        [],
+        None,
+    )
+
+    def __init__(self, noise=0.0):
+        self.rng, self.noise = np.random.default_rng(0), noise
+
+    def __call__(self, crops):
+        out = []
+        for crop in crops[:, 0]:
+            ys, xs = np.nonzero(crop > 0.5)
+            if len(xs) < 30:  # no face: points anywhere
+                out.append(self.rng.uniform(0, 96, LAYOUT.shape))
+                continue
+            scale = np.sqrt(len(xs) / np.pi) / 30  # a disc of radius 30 crop px holds the canonical layout
+            centre = np.array([xs.mean(), ys.mean()]) + 0.5
+            out.append(centre + (LAYOUT - LAYOUT.mean(0)) * scale + self.rng.normal(0, self.noise, LAYOUT.shape))
+        return np.array(out).reshape(len(crops), -1)
+
+
+def tracker(noise=0.0, smooth=True):
+    """A Tracker of the stand-in model and finder, the frame indexes the finder ran on kept in `.calls`."""
+    upright = OmegaConf.merge(detect.settings(), {"rotate": False})  # a disc has no roll for the model to see
+    t = video.Tracker(detect.Detector(DiscModel(noise), cfg=upright), smooth=smooth)
+    t.calls = []
+    t.detector.finder = lambda grey: t.calls.append(t.index) or blobs(grey)
+    return t
+
+
+def centres(faces):
+    return {f.track: (f.box[:2] + f.box[2:]) / 2 for f in faces}
+
+
+def follows(boxes, discs) -> bool:
+    """Whether the boxes' centres move with the discs' centres, frame by frame (within 1.5 px)."""
+    offsets = np.array(boxes) - np.array(discs, float)
+    return np.abs(offsets - offsets.mean(0)).max() < 1.5
+
+
+# --- the One Euro filter --------------------------------------------------------------------------
+
+
+def test_one_euro_keeps_a_constant_and_follows_a_step_faster_when_beta_is_higher():
+    still = OneEuro(min_cutoff=1.0, beta=0.0, d_cutoff=1.0)
+    assert all(still(i / 30, np.array([5.0, -2.0])).tolist() == [5.0, -2.0] for i in range(20))
+    slow, fast = OneEuro(1.0, 0.0, 1.0), OneEuro(1.0, 5.0, 1.0)
+    slow(0.0, np.zeros(1)), fast(0.0, np.zeros(1))
+    a = [slow(i / 30, np.ones(1))[0] for i in range(1, 15)]
+    b = [fast(i / 30, np.ones(1))[0] for i in range(1, 15)]
+    assert all(0 < x < 1 for x in a + b) and np.all(np.diff(a) > 0) and np.all(np.diff(b) > 0)  # towards 1, never past
+    assert np.all(np.array(b) > np.array(a))  # speed raises the cutoff: less lag
+    alpha = 1 / (1 + 1 / (2 * np.pi * 1.0) / (1 / 30))  # beta 0: a plain low-pass of 1 Hz
+    assert a[0] == pytest.approx(alpha)
+    # The speed is measured in units of `scale`: the same step in a face ten times bigger is as fast.
+    big = OneEuro(1.0, 5.0, 1.0)
+    big(0.0, np.zeros(1), 10.0)
+    assert big(1 / 30, np.full(1, 10.0), 10.0)[0] == pytest.approx(10 * b[0])
+
+
+# --- tracking -------------------------------------------------------------------------------------
+
+
+def test_the_finder_runs_on_frame_0_every_n_and_on_a_loss_and_a_face_that_comes_back_gets_a_track():
+    t = tracker()
+    assert t.cfg.finder_every == 5
+    # Moving right; gone on frames 12-17; back from frame 18.
+    frames = clip(lambda i: None if 12 <= i < 18 else (40 + 2 * i, 60), n=30)
+    out = list(t.frames(frames))
+    assert t.calls == [0, 5, 10, 12, 15, 20, 25]  # 12: the frame the track was lost on
+    assert all(len(f) == 1 for f in out[:12]) and all(len(f) == 0 for f in out[12:18])
+    back = next(i for i in range(18, 30) if out[i])
+    assert back <= 18 + t.cfg.finder_every and {f.track for f in out[back]} == {1}  # a new id
+    seen = list(range(12)) + list(range(back, 30))
+    assert follows([c for i in seen for c in centres(out[i]).values()], [(40 + 2 * i, 60) for i in seen])
+
+
+def test_two_faces_keep_their_ids():
+    t = tracker()
+    frames = clip(lambda i: (30 + i, 40 + i // 2), lambda i: (130, 40 + i), n=25)
+    out = list(t.frames(frames))
+    first = centres(out[0])
+    left = min(first, key=lambda k: first[k][0])
+    assert all(set(centres(faces)) == set(first) and len(faces) == 2 for faces in out)
+    # The same id on the same disc.
+    assert follows([centres(f)[left] for f in out], [(30 + i, 40 + i // 2) for i in range(25)])
+    assert t.next_id == 2  # the finder's later boxes matched the tracked faces: no new tracks
+
+
+def test_smoothing_steadies_a_still_face():
+    frames = clip(lambda i: (80, 60), n=40)
+
+    def jitter(smooth):
+        out = list(tracker(noise=1.5, smooth=smooth).frames(frames))
+        points = np.array([f[0].keypoints for f in out[10:]])
+        return points.std(0).mean()
+
+    raw, smoothed = jitter(False), jitter(True)
+    assert smoothed < 0.6 * raw, (raw, smoothed)
+
+
+# --- the command ----------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def canonical_run(tiny_data, tmp_path_factory):
+    """A tiny run whose net answers the canonical layout whatever the face: a face stays a face."""
+    run = make_run(tmp_path_factory.mktemp("video") / "run", tiny_data)
+    path = run / "checkpoints" / "best.ckpt"
+    ckpt = torch.load(path, weights_only=False)
+    layer = [k for k in ckpt["state_dict"] if k.endswith(".bias")][-1][: -len(".bias")]  # the output layer
+    ckpt["state_dict"][f"{layer}.weight"].zero_()
+    ckpt["state_dict"][f"{layer}.bias"].copy_(torch.tensor(codec.to_targets(LAYOUT.reshape(-1), 96)))
+    torch.save(ckpt, path)
+    return run
+
+
+@pytest.fixture
+def blob_finder(monkeypatch):
+    monkeypatch.setattr(finders.Cascade, "__call__", lambda self, grey: blobs(grey))
+
+
+def write_mp4(path, frames, fps=30, index_first=False):
+    with av.open(str(path), "w", options={"movflags": "faststart"} if index_first else {}) as out:
+        stream = out.add_stream("libx264", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = W, H, "yuv420p"
+        for f in frames:
+            out.mux(stream.encode(av.VideoFrame.from_ndarray(f, format="rgb24")))
+        out.mux(stream.encode())
+    return path
+
+
+def table(path):
+    with open(path, newline="") as f:
+        return list(csv.reader(f))
+
+
+def test_the_command_writes_a_row_per_face_per_frame_and_an_mp4_with_every_frame(
+    canonical_run, blob_finder, tmp_path, capsys
+):
+    frames = clip(lambda i: (40, 60), lambda i: (120, 60), n=12)  # still: this net does not follow a face
+    source = write_mp4(tmp_path / "in.mp4", frames)
+    video.main(
+        [str(source), "--model", str(canonical_run), "--out", str(tmp_path / "out"), "--video", str(tmp_path / "a.mp4")]
+    )
+    rows = table(tmp_path / "out" / "keypoints.csv")
+    assert rows[0] == video.HEADER + list(KAGGLE15.columns)
+    assert [(int(r[0]), int(r[2])) for r in rows[1:]] == [(i, k) for i in range(12) for k in (0, 1)]
+    assert float(rows[3][1]) == pytest.approx(1 / 30, abs=1e-3)  # time_s
+    assert all(np.isfinite([float(v) for v in r[3:]]).all() for r in rows[1:])
+    with av.open(str(tmp_path / "a.mp4")) as annotated:
+        stream = annotated.streams.video[0]
+        assert stream.codec_context.name == "h264" and stream.codec_context.pix_fmt == "yuv420p"
+        assert sum(1 for _ in annotated.decode(stream)) == 12
+    assert "frames: 12, faces: 24, tracks: 2" in capsys.readouterr().out
+
+
+def test_the_camera_path_reads_through_the_same_reader(canonical_run, blob_finder, tmp_path):
+    """No camera here: --camera takes a file as OpenCV's VideoCapture takes a URL, timed by the wall clock.
+    The model: the run exported to ONNX."""
+    source = write_mp4(tmp_path / "in.mp4", clip(lambda i: (80, 60), n=6))
+    model = export.export(canonical_run, tmp_path / "model.onnx")
+    video.main(["--camera", str(source), "--model", str(model), "--out", str(tmp_path), "--no-smooth"])
+    rows = table(tmp_path / "keypoints.csv")
+    assert [int(r[0]) for r in rows[1:]] == list(range(6))
+    assert [float(r[1]) for r in rows[1:]] == sorted(float(r[1]) for r in rows[1:])
+
+
+def test_rows_so_far_survive_a_folder_whose_frames_break_mid_way(canonical_run, blob_finder, tmp_path):
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for i, f in enumerate(clip(lambda i: (80, 60), n=8)):
+        Image.fromarray(f).save(folder / f"{i:03d}.png")
+    (folder / "005.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
+    with pytest.raises(SystemExit) as stop:
+        video.main([str(folder), "--model", str(canonical_run), "--out", str(tmp_path / "out")])
+    assert str(stop.value.code).startswith(f"error: {folder / '005.png'}: ")
+    assert [int(r[0]) for r in table(tmp_path / "out" / "keypoints.csv")[1:]] == [0, 1, 2, 3, 4]
+
+
+def test_rows_so_far_survive_a_video_truncated_mid_way(canonical_run, blob_finder, tmp_path, capfd):
+    rng = np.random.default_rng(0)
+    grain = [
+        f + rng.integers(0, 30, f.shape, dtype=np.uint8) for f in clip(lambda i: (80, 60), n=30)
+    ]  # frames of some size
+    whole = write_mp4(tmp_path / "whole.mp4", grain, index_first=True).read_bytes()
+    (tmp_path / "cut.mp4").write_bytes(whole[: len(whole) // 2])  # its index first: OpenCV opens it
+    with pytest.raises(SystemExit) as stop:
+        video.main([str(tmp_path / "cut.mp4"), "--model", str(canonical_run), "--out", str(tmp_path / "out")])
+    read = len(table(tmp_path / "out" / "keypoints.csv")) - 1
+    assert 0 < read < 30
+    assert stop.value.code == (
+        f"error: {tmp_path / 'cut.mp4'}: the video ended after {read} of its 30 frames (truncated or damaged); "
+        f"the rows of those {read} are written; repair or re-encode the file for the rest"
+    )
+    assert "partial file" not in capfd.readouterr().err  # FFmpeg's own lines are kept quiet
+
+
+def test_bad_input_is_one_line(tmp_path):
+    frames = clip(lambda i: (80, 60), n=30)
+    truncated = tmp_path / "truncated.mp4"
+    truncated.write_bytes(write_mp4(tmp_path / "whole.mp4", frames).read_bytes()[:2000])
+    (tmp_path / "notes.mp4").write_text("not a video\n")
+    (tmp_path / "empty").mkdir()
+    cases = {
+        (str(tmp_path / "missing.mp4"),): "no such file or folder",
+        (str(truncated),): "cannot open it as a video",
+        (str(tmp_path / "notes.mp4"),): "cannot open it as a video",
+        (str(tmp_path / "empty"),): "empty folder",
+        ("--camera", "9"): "camera 9: OpenCV cannot open it",
+    }
+    for args, what in cases.items():
+        with pytest.raises(SystemExit) as stop:
+            video.main([*args, "--model", "unused.onnx", "--out", str(tmp_path / "out")])
+        message = str(stop.value.code)
+        assert message.startswith("error: ") and what in message and "; " in message and "\n" not in message, message
+    proc = subprocess.run(
+        [sys.executable, "-m", "keypoints", "video", str(tmp_path / "missing.mp4"), "--model", "m.onnx"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
+    assert proc.returncode == 1 and proc.stderr.strip().splitlines() == [
+        f"error: {tmp_path / 'missing.mp4'}: no such file or folder; give a video file or a folder of frames"
+    ]
+
+
+def test_an_interrupted_run_leaves_an_mp4_that_plays(canonical_run, blob_finder, tmp_path, monkeypatch):
+    source = write_mp4(tmp_path / "in.mp4", clip(lambda i: (80, 60), n=10))
+    step = video.Tracker.step
+
+    def ctrl_c_on_frame_6(self, image, time_s):
+        if self.index == 6:
+            raise KeyboardInterrupt
+        return step(self, image, time_s)
+
+    monkeypatch.setattr(video.Tracker, "step", ctrl_c_on_frame_6)
+    out = tmp_path / "a.mp4"
+    with pytest.raises(SystemExit, match="interrupted after 6 frames"):
+        video.main([str(source), "--model", str(canonical_run), "--out", str(tmp_path), "--video", str(out)])
+    with av.open(str(out)) as annotated:
+        assert sum(1 for _ in annotated.decode(video=0)) == 6
+    assert len(table(tmp_path / "keypoints.csv")) == 1 + 6
