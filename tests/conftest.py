@@ -11,6 +11,17 @@ from keypoints.core import keypointset
 ROOT = Path(__file__).resolve().parents[1]
 REALFACES = ROOT.parent / "shared" / "data" / "realfaces"
 KAGGLE15 = keypointset.load("kaggle15")  # the default keypoint set: Kaggle's 15, in its order
+# A KeypointsDataModule's settings besides its folder and columns, for tests that build one directly.
+KW = dict(
+    size=96,
+    batch_size=4,
+    valid_fraction=0.25,
+    split_seed=0,
+    cache_dir=None,
+    generate=None,
+    groups=None,
+    exclude_groups=None,
+)
 
 
 @pytest.fixture(autouse=True)

@@ -9,23 +9,13 @@ import subprocess
 import sys
 
 import pytest
-from conftest import KAGGLE15, ROOT
+from conftest import KAGGLE15, KW, ROOT
 
 from keypoints.core.errors import DataError
 from keypoints.data.kaggle import KeypointsDataModule, read_csv, select
 
 COLUMNS = KAGGLE15.columns
 
-KW = dict(
-    size=96,
-    batch_size=4,
-    valid_fraction=0.25,
-    split_seed=0,
-    cache_dir=None,
-    generate=None,
-    groups=None,
-    exclude_groups=None,
-)
 PIXELS = " ".join(["7"] * 9216)
 
 

@@ -1,23 +1,12 @@
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import KAGGLE15
+from conftest import KAGGLE15, KW
 
 from keypoints.core.errors import DataError
 from keypoints.data.kaggle import KeypointsDataModule, find_file, parse_pixels, read_csv, select
 
 COLUMNS = KAGGLE15.columns
-
-KW = dict(
-    size=96,
-    batch_size=4,
-    valid_fraction=0.25,
-    split_seed=0,
-    cache_dir=None,
-    generate=None,
-    groups=None,
-    exclude_groups=None,
-)
 
 
 def write_training(path, keypoints: list[dict], rng=np.random.default_rng(0)):  # noqa: B008 - one stream shared by the calls
