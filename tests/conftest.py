@@ -166,10 +166,11 @@ def postgres():
     except psycopg.OperationalError as e:
         unavailable(f"the PostgreSQL server of KFKD_POSTGRES does not answer: {str(e).strip()[:200]}")
     name = f"kfkd_test_{uuid.uuid4().hex[:12]}"
-    server.execute(f"CREATE DATABASE {name}")
+    with server:
+        server.execute(f"CREATE DATABASE {name}")
     yield url.rsplit("/", 1)[0] + "/" + name
-    server.execute(f"DROP DATABASE {name} WITH (FORCE)")
-    server.close()
+    with psycopg.connect(url, autocommit=True, connect_timeout=5) as server:  # a test may have restarted the server
+        server.execute(f"DROP DATABASE {name} WITH (FORCE)")
 
 
 SERVICES = ("slurm", "postgres")

@@ -97,9 +97,10 @@ def main(argv: list[str] | None = None) -> None:
         "--data", help="without --csv: the folder with the runs' training.csv (default: their data.dir)"
     )
     parser.add_argument("--tta", choices=["flip"], help="average with the prediction for the mirrored face")
+    parser.add_argument("--strict", action="store_true", help="refuse a sweep with a failed run (default: skip it)")
     args = parser.parse_args(argv)
     try:
-        model, runs = trained.load(args.runs, flip=args.tta == "flip")
+        model, runs = trained.load(args.runs, flip=args.tta == "flip", strict=args.strict)
         table = evaluate(model, runs, args.csv, args.data)
     except DataError as error:
         sys.exit(f"error: {error}")

@@ -6,6 +6,7 @@ into one model of their keypoint set's keypoints in pixels (keypoints.inference.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from keypoints.core.errors import DataError
 from keypoints.inference.assembled import Assembled
 from keypoints.training.rundir import checkpoint_path, net_weights, saved_config
 
+log = logging.getLogger(__name__)
 RUN_FIT = "framing.yaml"  # a COCO run's own framing fit, in its directory (written by keypoints.photos.framefit)
 
 
@@ -54,8 +56,21 @@ def _run(directory: Path, checkpoint: Path) -> Run:
     return Run(directory, checkpoint, saved_config(directory))
 
 
-def find(paths: list[str | Path]) -> list[Run]:
-    """The runs named by checkpoints, run directories, or sweep directories (one run per subdirectory)."""
+def failure(run: Path) -> str | None:
+    """Why a sweep's run failed: the message of its error.txt (keypoints.sweeps.summary), or its missing
+    checkpoint; None for a run with its checkpoint."""
+    error = run / "error.txt"
+    if error.is_file():
+        lines = error.read_text().splitlines()
+        return lines[1] if len(lines) > 1 else "error.txt"
+    if not (run / "checkpoints" / "best.ckpt").is_file():
+        return "no checkpoints/best.ckpt"
+    return None
+
+
+def find(paths: list[str | Path], strict: bool = False) -> list[Run]:
+    """The runs named by checkpoints, run directories, or sweep directories (one run per subdirectory).
+    A sweep's failed run is skipped with one line naming it, or with `strict`, refused."""
     runs = []
     for path in (Path(p).expanduser() for p in paths):
         if path.is_file():  # checkpoints/<name>.ckpt inside a run directory
@@ -66,7 +81,15 @@ def find(paths: list[str | Path]) -> list[Run]:
             found = sorted(d for d in path.glob("*/") if (d / "config.yaml").is_file())
             if not found:
                 raise DataError(f"{path}: no checkpoint, run directory (config.yaml) or sweep directory of runs")
-            runs += [_run(d, checkpoint_path(d)) for d in found]
+            failed = {run: failure(run) for run in found}
+            for run, why in failed.items():
+                if why and strict:
+                    raise DataError(f"{run}: its run failed ({why}); without --strict it is skipped")
+                if why:
+                    log.warning(f"skipped {run}: its run failed ({why})")
+            if all(failed.values()):
+                raise DataError(f"{path}: every run of this sweep failed; nothing to load")
+            runs += [_run(run, checkpoint_path(run)) for run, why in failed.items() if not why]
     return runs
 
 
@@ -109,9 +132,9 @@ def framing(runs: list[Run]) -> tuple[str, dict] | None:
     return fits[0] if fits else None
 
 
-def load(paths: list[str | Path], flip: bool = False) -> tuple[Assembled, list[Run]]:
-    """The runs `paths` name, assembled into one model on the fastest device, in eval mode."""
-    runs = find(paths)
+def load(paths: list[str | Path], flip: bool = False, strict: bool = False) -> tuple[Assembled, list[Run]]:
+    """The runs `paths` name (`find`), assembled into one model on the fastest device, in eval mode."""
+    runs = find(paths, strict)
     specialists = [r.specialist for r in runs]
     model = Assembled(
         [r.net() for r in runs],

@@ -114,9 +114,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--data", help="the folder with test.csv and IdLookupTable.csv (default: the runs' data.dir)")
     parser.add_argument("--out", default="submission.csv", help="the CSV to write")
     parser.add_argument("--tta", choices=["flip"], help="average with the prediction for the mirrored face")
+    parser.add_argument("--strict", action="store_true", help="refuse a sweep with a failed run (default: skip it)")
     args = parser.parse_args(argv)
     try:
-        model, runs = trained.load(args.runs, flip=args.tta == "flip")
+        model, runs = trained.load(args.runs, flip=args.tta == "flip", strict=args.strict)
         print(f"wrote {write_submission(model, runs, args.data or runs[0].cfg.data.dir, args.out)}")
     except DataError as error:
         sys.exit(f"error: {error}")

@@ -36,9 +36,9 @@ def compose(overrides: list[str]):
         return compose("config", overrides=overrides, return_hydra_config=True)
 
 
-def train(*args: str, packed: bool = False) -> None:
+def train(*args: str, packed: bool = False) -> int:
     """`python train.py ARGS`, or `python -m keypoints.specialists.packed ARGS` (the jobs of `train.py -m ARGS`
-    trained together); a failure stops the pipeline with its exit status."""
+    trained together); its exit status."""
     command = [sys.executable, *(["-m", "keypoints.specialists.packed"] if packed else [str(TRAIN)]), *args]
     log.info("running %s", " ".join(command))
     child = subprocess.Popen(command)
@@ -47,8 +47,7 @@ def train(*args: str, packed: bool = False) -> None:
             child.wait()
         except KeyboardInterrupt:  # Ctrl-C reached the child too: it stops by itself, its checkpoints written
             pass
-    if child.returncode:
-        raise SystemExit(child.returncode)
+    return child.returncode
 
 
 def pipeline(overrides: list[str]) -> Path:
@@ -59,27 +58,29 @@ def pipeline(overrides: list[str]) -> Path:
     cfg = compose(overrides)
     if cfg.packed:
         one_process(cfg)
-    swept = []
+    swept, specialists = [], str((cfg.hydra.sweeper.params or {}).get("specialist", "")).split(",")
     if "specialist" not in (cfg.hydra.sweeper.params or {}):  # the preset names none: every one of the set
         keypoint_set = keypointset.of(cfg)
         if not keypoint_set.specialists:
             raise DataError(
                 f"{keypoint_set.source}: no specialists to train after the base net; name some under `specialists`"
             )
-        swept = ["specialist=" + ",".join(keypoint_set.specialists)]
+        specialists = list(keypoint_set.specialists)
+        swept = ["specialist=" + ",".join(specialists)]
     sweep = Path(cfg.hydra.sweep.dir)
     base = sweep / "all"
     # The base net is a multirun of one job, so that it runs where the specialists do (on Slurm: a job too);
     # packing is for the specialists, not the single base run.
     base_overrides = [o for o in overrides if o.lstrip("+~").split("=")[0] != "packed"]
-    train(
+    status = train(
         "-m", *base_overrides, "specialist=all", "init_from=null", f"hydra.sweep.dir={sweep}", "hydra.sweep.subdir=all"
     )
+    if status:  # the base net failed: nothing to start the specialists from
+        raise SystemExit(status)
     jobs = [*overrides, *swept, f"init_from={base}", f"hydra.sweep.dir={sweep}"]
-    if cfg.packed:  # the specialists trained together, in one process
-        train(*jobs, packed=True)
-    else:
-        train("-m", *jobs)
+    # A failed specialist does not cost the others' work: the curves and the submission are written
+    # from the runs that finished, and the pipeline then exits with the specialists' status.
+    status = train(*jobs, packed=True) if cfg.packed else train("-m", *jobs)
     print(f"learning curves: {plots.learning_curves(sweep)}")
     try:
         find_file(cfg.data.dir, "test.csv")
@@ -87,8 +88,15 @@ def pipeline(overrides: list[str]) -> Path:
         pass  # training data alone: nothing to submit
     else:
         model, found = runs.load([sweep])
-        print(f"submission: {submit.write_submission(model, found, cfg.data.dir, sweep / 'submission.csv')}")
+        written = submit.write_submission(model, found, cfg.data.dir, sweep / "submission.csv")
+        failed = [name for name in specialists if name not in {r.cfg.specialist for r in found}]
+        print(
+            f"submission: {written}"
+            + (f" (the base net's columns stand in for {', '.join(failed)}, whose run failed)" if failed else "")
+        )
     print(f"runs: tensorboard --logdir {sweep}")
+    if status:
+        raise SystemExit(status)
     return sweep
 
 

@@ -4,8 +4,10 @@ Hydra's submitit launcher submits the jobs (its entry point: hydra_plugins/kfkd_
 `launch` waits on them as a sweep needs. It asks Slurm's accounting (`sacct`, one call for all the
 jobs) every POLL_S seconds, so that a job that Slurm ended without a result (cancelled by `scancel`,
 killed, timed out too often) is seen within seconds and becomes a failure of the sweep, in its
-directory's error.txt, naming its Slurm job id and error file, while the other jobs go on. A request
-that the cluster refuses is a one-line error.
+directory's error.txt, naming its Slurm job id and error file, while the other jobs go on. Each job is
+named for what it runs (`job_name`), and the sweep says as each job's state changes
+(keypoints/sweeps/watch.py). A request that the cluster refuses, or a controller that does not answer,
+is a one-line error, and leaves nothing of the submission behind.
 
 Preemption, submitit's way: Slurm signals USR2 (preemption, or `signal_delay_s` before the time
 limit); submitit has Hydra's launcher resubmit the same job, requeues it, and exits; on the way out
@@ -22,6 +24,7 @@ import contextlib
 import io
 import logging
 import os
+import shutil
 import signal
 import time
 from pathlib import Path
@@ -35,6 +38,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
 from keypoints.core.errors import RunError, SlurmJobLost, UserError
 from keypoints.sweeps.summary import record_failure
+from keypoints.sweeps.watch import Watch
 from keypoints.training.faults import resume_checkpoint
 from keypoints.training.rundir import saved_config
 
@@ -46,9 +50,9 @@ RESULT_GRACE_S = (
 
 
 def launch(launcher, job_overrides, initial_job_idx: int) -> list[JobReturn]:
-    """hydra_plugins.kfkd_slurm_launcher.SlurmLauncher's launch: submit the jobs as one Slurm array, as
-    hydra-submitit-launcher does, and wait for each to end; one that Slurm ended without a result is a
-    failure of the sweep."""
+    """hydra_plugins.kfkd_slurm_launcher.SlurmLauncher's launch: submit each job as a Slurm job named for
+    what it runs, and wait for each to end, saying as their states change (keypoints/sweeps/watch.py); one
+    that Slurm ended without a result is a failure of the sweep."""
     import submitit
 
     params = dict(launcher.params)
@@ -57,21 +61,42 @@ def launch(launcher, job_overrides, initial_job_idx: int) -> list[JobReturn]:
     )
     shared = set(OmegaConf.structured(BaseQueueConf))  # the rest are Slurm's own: slurm_partition, ...
     executor.update_parameters(**{k if k in shared else f"slurm_{k}": v for k, v in params.items()})
-    Path(str(launcher.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
+    sweep = Path(str(launcher.config.hydra.sweep.dir))
+    sweep.mkdir(parents=True, exist_ok=True)
+    folder = submitit.core.utils.JobPaths.get_first_id_independent_folder(executor.folder)
+    before = set(folder.iterdir()) if folder.is_dir() else None
     numbers = range(initial_job_idx, initial_job_idx + len(job_overrides))
-    arguments = [
-        (list(o), "hydra.sweep.dir", n, f"job_id_for_{n}", Singleton.get_state())
-        for n, o in zip(numbers, job_overrides)
-    ]
+    names = [job_name(launcher.config, list(o)) for o in job_overrides]
+    jobs = []
     try:
         with contextlib.redirect_stderr(io.StringIO()):  # submitit prints sbatch's refusal, which the error says
-            jobs = executor.map_array(launcher, *zip(*arguments))
-    except submitit.core.utils.FailedJobError as e:  # e.g. more CPUs than a node has
-        raise UserError(f"error: hydra.launcher: Slurm refused the jobs: {str(e).strip().splitlines()[-1]}") from None
+            for number, overrides, name in zip(numbers, job_overrides, names):
+                executor.update_parameters(name=name)  # one Slurm job each, not an array: an array has one name
+                jobs.append(
+                    executor.submit(
+                        launcher,
+                        list(overrides),
+                        "hydra.sweep.dir",
+                        number,
+                        f"job_id_for_{number}",
+                        Singleton.get_state(),
+                    )
+                )
+    except submitit.core.utils.FailedJobError as e:  # e.g. more CPUs than a node has, or no controller
+        for job in jobs:
+            job.cancel(check=False)
+        undo_submission(sweep, folder, before)
+        said = str(e).strip().splitlines()[-1]
+        if "contact slurm controller" in said:
+            raise UserError(
+                f"error: hydra.launcher: the Slurm controller does not answer ({said}); `scontrol ping` says "
+                f"whether it is up"
+            ) from None
+        raise UserError(f"error: hydra.launcher: Slurm refused the jobs: {said}") from None
     for number, job, overrides in zip(numbers, jobs, job_overrides):
         log.info(f"\t#{number} : Slurm job {job.job_id} : {' '.join(overrides)}")
     try:
-        wait(jobs)
+        wait(jobs, Watch({n: (job, name) for n, job, name in zip(numbers, jobs, names)}))
     except BaseException:  # Ctrl-C or an error here: the sweep stops, its jobs too
         for job in jobs:
             if not job.done():
@@ -80,6 +105,26 @@ def launch(launcher, job_overrides, initial_job_idx: int) -> list[JobReturn]:
     return [
         outcome(launcher, job, list(overrides), number) for number, job, overrides in zip(numbers, jobs, job_overrides)
     ]
+
+
+def job_name(config: DictConfig, overrides: list[str]) -> str:
+    """What a job runs, as squeue and sacct show it: kfkd:<study>:trial<N> for a search's trial,
+    kfkd:<sweep directory's name>:<specialist> for any other job."""
+    given = dict(o.split("=", 1) for o in overrides if "=" in o)
+    if "hydra.sweeper.trial" in given:
+        return f"kfkd:{config.hydra.sweeper.study_name}:trial{given['hydra.sweeper.trial']}"
+    return f"kfkd:{Path(str(config.hydra.sweep.dir)).name}:{given.get('specialist', config.specialist)}"
+
+
+def undo_submission(sweep: Path, folder: Path, before: set[Path] | None) -> None:
+    """After a refused submission, remove what this command wrote: submitit's files and, where the sweep
+    directory holds nothing else (no earlier runs), the directory with its multirun.yaml."""
+    for path in set(folder.iterdir()) - (before or set()) if folder.is_dir() else ():
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+    if before is None and folder.is_dir():
+        folder.rmdir()
+    if {p.name for p in sweep.iterdir()} <= {"multirun.yaml"}:
+        shutil.rmtree(sweep)
 
 
 def outcome(launcher, job, overrides: list[str], number: int) -> JobReturn:
@@ -126,11 +171,13 @@ def job_config(launcher, overrides: list[str], number: int, job_id: str) -> Dict
     return config
 
 
-def wait(jobs) -> None:
-    """Until each job has its result, or Slurm says it ended and RESULT_GRACE_S have passed without one."""
+def wait(jobs, watch: Watch) -> None:
+    """Until each job has its result, or Slurm says it ended and RESULT_GRACE_S have passed without one;
+    `watch` says how their states change."""
     ended: dict[str, float] = {}
     while True:
         jobs[0].watcher.update()  # the states of all the jobs not yet finished, in one sacct call
+        watch.update()
         now = time.monotonic()
         waiting = [
             job

@@ -33,6 +33,7 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.trainer.states import TrainerFn
 
 from keypoints.core.errors import DataError, UserError
+from keypoints.sweeps.storage import StorageLost, fail_noted, guard, note
 from keypoints.sweeps.study import build, fail_stale_trials, heartbeats, open_study, seeded_per_trial, shown
 from keypoints.training.callbacks import History
 
@@ -78,8 +79,9 @@ class Pruning(pl.Callback):
     when the study's pruner stops the trial: what optuna-integration's PyTorchLightningPruningCallback
     does (single-device), for the standalone pytorch_lightning package (README: Hyperparameter search)."""
 
-    def __init__(self, trial, monitor: str):
-        self.trial, self.monitor = trial, monitor
+    def __init__(self, trial, monitor: str, storage: str):
+        self.trial, self.monitor, self.storage = trial, monitor, storage
+        self.lost = False  # the study's database was lost: no more reports
 
     def on_validation_end(self, trainer, pl_module):
         if trainer.sanity_checking or trainer.state.fn != TrainerFn.FITTING:  # not fit.py's final validation
@@ -92,8 +94,17 @@ class Pruning(pl.Callback):
                 f"hydra.sweeper.objective={self.monitor}: this run does not report it; its keypoints "
                 f"lack the keypoint set's nme pair"
             )
-        self.trial.report(trainer.callback_metrics[self.monitor].item(), step=epoch)
-        if self.trial.should_prune():
+        if self.lost:
+            return
+        try:
+            with guard(self.storage):
+                self.trial.report(trainer.callback_metrics[self.monitor].item(), step=epoch)
+                prune = self.trial.should_prune()
+        except StorageLost as lost:  # the run is the user's work: it trains on, unpruned (keypoints/sweeps/storage.py)
+            self.lost = True
+            log.warning(f"{str(lost).removeprefix('error: ')}; trial {self.trial.number} trains on without the pruner")
+            return
+        if prune:
             raise optuna.TrialPruned(f"Trial {self.trial.number} was pruned at epoch {epoch}.")
 
 
@@ -106,11 +117,16 @@ def pruning() -> list[Pruning]:
     import optuna
 
     settings = HydraConfig.get().sweeper
-    storage = optuna.storages.get_storage(settings.storage)
-    study_id = storage.get_study_id_from_name(settings.study_name)
-    trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, settings.trial)
-    study = optuna.load_study(study_name=settings.study_name, storage=storage, pruner=build(settings, "pruner"))
-    return [Pruning(optuna.trial.Trial(study, trial_id), settings.objective)]
+    try:
+        with guard(settings.storage):
+            storage = optuna.storages.get_storage(settings.storage)
+            study_id = storage.get_study_id_from_name(settings.study_name)
+            trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, settings.trial)
+            study = optuna.load_study(study_name=settings.study_name, storage=storage, pruner=build(settings, "pruner"))
+    except StorageLost as lost:  # as when it is lost later: the run trains, unpruned
+        log.warning(f"{str(lost).removeprefix('error: ')}; trial {settings.trial} trains without the pruner")
+        return []
+    return [Pruning(optuna.trial.Trial(study, trial_id), settings.objective, settings.storage)]
 
 
 def command(overrides: list[str]) -> str:
@@ -207,8 +223,6 @@ class Search:
         self.sweep_dir = Path(config.hydra.sweep.dir)
 
     def run(self, arguments: list[str]):
-        import optuna
-
         settings = self.settings
         if settings.objective not in History.KEYS:
             raise UserError(
@@ -229,6 +243,19 @@ class Search:
             raise UserError(f"error: search space: {str(e).strip().splitlines()[0]}") from None
         self.sweep_dir.mkdir(parents=True, exist_ok=True)
         study, storage = open_study(settings, sampler=seeded_per_trial(settings))
+        self.untold = []  # trials launched whose end the study has not heard yet
+        try:
+            with guard(settings.storage):
+                return self.search(study, storage, fixed, distributions, texts)
+        except StorageLost as lost:
+            raise note(self.sweep_dir, study.study_name, [t.number for t in self.untold], lost) from None
+
+    def search(self, study, storage, fixed: list[str], distributions: dict, texts: dict[str, dict]):
+        """Ask, launch and tell until the study holds n_trials trials; then the report."""
+        import optuna
+
+        settings = self.settings
+        fail_noted(study, storage, self.sweep_dir)  # trials an earlier command lost with the database
         self.check_same_search(study, fixed, distributions)
         # joblib's convention: -1 is every CPU, -2 all but one...
         n_jobs = settings.n_jobs if settings.n_jobs > 0 else max(1, os.cpu_count() + 1 + settings.n_jobs)
@@ -252,7 +279,7 @@ class Search:
                 continue
             with warnings.catch_warnings():  # heartbeats are ours (`heartbeats`), not study.optimize's
                 warnings.filterwarnings("ignore", "Heartbeat of storage is supposed to be used with Study.optimize")
-                trials = [study.ask(distributions) for _ in range(batch)]
+                trials = self.untold = [study.ask(distributions) for _ in range(batch)]
             jobs = [fixed + self.trial_overrides(t, texts) + [f"hydra.sweeper.trial={t.number}"] for t in trials]
             try:
                 with heartbeats(storage, study, trials), noting_ctrl_c() as pressed:
@@ -265,6 +292,7 @@ class Search:
                 raise
             for trial, ret in zip(trials, returns):
                 self.tell(study, trial, ret)
+                self.untold = self.untold[1:]
         return self.report(study, texts)
 
     @staticmethod

@@ -11,6 +11,7 @@ there are, on as many machines (hydra.sweeper.storage, conf/hydra/sweeper/optuna
 
 from __future__ import annotations
 
+import logging
 import random
 import threading
 import time
@@ -21,6 +22,8 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from keypoints.core.errors import UserError
+
+log = logging.getLogger(__name__)
 
 
 def build(settings: DictConfig, key: str, **kwargs):
@@ -122,14 +125,21 @@ def seeded_per_trial(settings: DictConfig):
 @contextmanager
 def heartbeats(storage, study, trials):
     """Optuna's heartbeat for trials run outside `study.optimize`, as kfkd's are: recorded every
-    heartbeat_interval while they run, so that when this worker dies another fails them."""
+    heartbeat_interval while they run, so that when this worker dies another fails them. The same thread
+    fails other workers' trials whose heartbeat stopped, as soon as their grace period ends, not only
+    when this worker is between trials. A beat that the database does not answer is skipped: the
+    sweeper's own call names a lost database (keypoints/sweeps/storage.py)."""
     study_id, stop = storage.get_study_id_from_name(study.study_name), threading.Event()
     ids = [storage.get_trial_id_from_study_id_trial_number(study_id, t.number) for t in trials]
 
     def beat():
         while True:
-            for trial_id in ids:
-                storage.record_heartbeat(trial_id)
+            try:
+                for trial_id in ids:
+                    storage.record_heartbeat(trial_id)
+                fail_stale_trials(study)
+            except Exception:  # the database lost, or busy: the next beat tries again
+                pass
             if stop.wait(storage.heartbeat_interval):
                 return
 
@@ -144,9 +154,19 @@ def heartbeats(storage, study, trials):
 
 def fail_stale_trials(study) -> None:
     """Fail the trials whose worker stopped beating for grace_period (its heartbeat_stale_trial_callback
-    queues their parameters again): what `study.optimize` does before each trial."""
+    queues their parameters again): what `study.optimize` does before each trial. Each retry is announced."""
     import optuna
 
     with warnings.catch_warnings():  # experimental in Optuna
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        before = {t.number for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))}
         optuna.storages.fail_stale_trials(study)
+    if not before:
+        return
+    for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,)):
+        failed = trial.system_attrs.get("failed_trial")
+        if failed in before:
+            log.warning(
+                f"trial {failed} failed: its worker stopped beating (hydra.sweeper.heartbeat.grace_period); "
+                f"its parameters run again as trial {trial.number}"
+            )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import time
 import traceback
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 log = logging.getLogger(__name__)
+CLOCK_SLACK_S = 1  # a file's time stamp may lag the clock by a tick of the file system
 
 
 class SweepSummary(Callback):
@@ -42,24 +44,30 @@ class SweepSummary(Callback):
         record_failure(config, job_return.overrides, error)
         job_return.status, job_return.return_value = JobStatus.COMPLETED, None
 
+    def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
+        self.started = time.time()
+
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
         sweep = Path(config.hydra.sweep.dir)
-        # (a job that Slurm cancelled before it started has an error.txt and nothing else)
-        jobs = {p.parent.parent for p in sweep.rglob(".hydra/overrides.yaml")} | {
-            p.parent for p in sweep.rglob("error.txt")
+        # This command's jobs only: what earlier commands left in the same directory (a rerun's) is
+        # kept, and not judged again. Hydra writes a job's .hydra/ as it starts; a job that Slurm
+        # cancelled before it started has an error.txt and nothing else.
+        ours = lambda path: path.is_file() and path.stat().st_mtime >= self.started - CLOCK_SLACK_S
+        jobs = {p.parent.parent for p in sweep.rglob(".hydra/overrides.yaml") if ours(p)} | {
+            p.parent for p in sweep.rglob("error.txt") if ours(p)
         }
         counts = {
-            kind: sum((job / marker).is_file() for job in jobs)
+            kind: sum(ours(job / marker) for job in jobs)
             for kind, marker in [("completed", "metrics.json"), ("pruned", "pruned.txt"), ("failed", "error.txt")]
         }
-        unfinished = len(jobs) - sum(counts.values())  # e.g. stopped by Ctrl-C in an earlier command
+        unfinished = len(jobs) - sum(counts.values())  # e.g. stopped by Ctrl-C
         print(
             f"{len(jobs)} jobs in {sweep}: "
             + ", ".join(f"{n} {kind}" for kind, n in counts.items())
             + (f", {unfinished} unfinished" if unfinished else "")
         )
         failures = sorted(
-            (p.read_text().splitlines()[:2] for p in sweep.rglob("error.txt")),
+            (p.read_text().splitlines()[:2] for p in (job / "error.txt" for job in jobs) if ours(p)),
             key=lambda lines: int(lines[0].split()[1].rstrip(":")),
         )
         if failures:
@@ -82,7 +90,8 @@ def record_failure(config: DictConfig, overrides, error: BaseException) -> None:
     out = Path(config.hydra.runtime.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "error.txt").write_text(f"{header}\n{message}\n\n{''.join(traceback.format_exception(error))}")
-    log.error(f"{header} failed: {message}")
+    if os.environ.get("SUBMITIT_EXECUTOR") == "slurm":  # in the job's own log; the sweep's summary says it once
+        log.error(f"{header} failed: {message}")
 
 
 def slurm_verdict(error: BaseException) -> BaseException:

@@ -20,6 +20,18 @@ def test_find_takes_sweeps_runs_and_checkpoints(sweep, tmp_path):
         trained.find([tmp_path / "empty"])
 
 
+def test_a_sweeps_failed_run_is_skipped_with_one_line_unless_strict(sweep, caplog):
+    (sweep / "0_eyes" / "error.txt").write_text("job 0: specialist=eyes\nSlurm job 7 was cancelled (CANCELLED by 0)\n")
+    model, runs = trained.load([sweep])
+    assert [r.cfg.specialist for r in runs] == ["all"] and model.columns == list(COLUMNS)  # eyes' from the base net
+    assert caplog.messages == [
+        f"skipped {sweep / '0_eyes'}: its run failed (Slurm job 7 was cancelled (CANCELLED by 0))"
+    ]
+    with pytest.raises(DataError, match="0_eyes: its run failed .*; without --strict it is skipped"):
+        trained.find([sweep], strict=True)
+    assert [r.cfg.specialist for r in trained.find([sweep / "0_eyes"])] == ["eyes"]  # named itself: loaded
+
+
 def test_a_specialist_wins_over_the_all_net_for_its_columns(sweep):
     model, runs = trained.load([sweep])
     nets = {r.cfg.specialist: (r.net(), r.columns) for r in runs}

@@ -118,8 +118,9 @@ def test_the_specialists_sweep_on_slurm_leaves_what_the_local_launcher_leaves(sl
         assert metrics(slurm_sweep / run)["history"] == metrics(local / run)["history"], run
     assert (slurm_sweep / "submission.csv").read_bytes() == (local / "submission.csv").read_bytes()
     assert (slurm_sweep / "curves.png").stat().st_size > 10000
-    for where, sweep in [("local", local), ("slurm", slurm_sweep)]:
-        assert f"7 jobs in {sweep}: 7 completed, 0 pruned, 0 failed" in outputs[where]
+    for where, sweep in [("local", local), ("slurm", slurm_sweep)]:  # the base net's command, the specialists'
+        assert f"1 jobs in {sweep}: 1 completed, 0 pruned, 0 failed" in outputs[where]
+        assert f"6 jobs in {sweep}: 6 completed, 0 pruned, 0 failed" in outputs[where]
     # every run was a Slurm job of its own: its log is in the sweep's .submitit folder
     logs = list((slurm_sweep / ".submitit").glob("*/*_log.out"))
     assert len(logs) == 7 and all("Job completed successfully" in log.read_text() for log in logs)
@@ -186,6 +187,7 @@ def test_a_request_the_cluster_cannot_meet_is_a_one_line_error(slurm, tmp_path):
         "error: hydra.launcher: Slurm refused the jobs: sbatch: error: Batch job submission "
         "failed: More processors requested than permitted\n"
     ), proc.stderr[-2000:]
+    assert not (tmp_path / "sweep").exists()  # neither its multirun.yaml nor submitit's files are left
 
 
 @pytest.mark.timeout(420)
@@ -230,6 +232,8 @@ def test_preempted_requeued_and_timed_out_jobs_resume_to_the_metrics_of_a_run_ne
         sweeping.kill()
     log = (sweep / "sweep.log").read_text()
     uninterrupted = metrics(runs[3])
+    for n in (0, 1, 2):  # the sweep said so as it happened
+        assert re.search(rf"job {n} \(kfkd:sweep:all, Slurm {ids[n]}\): requeued", log), log[-3000:]
     for n in (0, 1):
         assert restarted(n), (runs[n] / "train.log").read_text()[-2000:]
         assert f"resuming {runs[n]} from" in (runs[n] / "train.log").read_text()

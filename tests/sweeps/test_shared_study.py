@@ -112,16 +112,26 @@ def test_two_workers_share_one_study_and_report_the_same_best_trial(postgres, ti
 @pytest.mark.slow
 @pytest.mark.timeout(240)
 def test_a_worker_killed_mid_trial_has_its_trial_failed_and_run_again_by_the_other(postgres, tiny_data, tmp_path):
-    sweep, command = search(tmp_path, tiny_data, postgres, n_trials=5)
+    """The other worker's heartbeat thread fails the dead worker's trial as soon as its grace period ends,
+    while its own trial still trains, and says so; the parameters run again."""
+    sweep, command = search(tmp_path, tiny_data, postgres, n_trials=3)
+    # trials that train for several grace periods, none stopped by the pruner at once
+    command = [c for c in command if not c.startswith(("trainer.max_epochs=", "schedule"))] + ["trainer.max_epochs=25"]
     logs = [tmp_path / "killed.log", tmp_path / "other.log"]
     killed, other = workers = [start(command, tmp_path, log) for log in logs]
+    training = lambda log: launched(log) and (sweep / f"{launched(log)[-1]}_all" / "hparams.yaml").is_file()  # noqa: E731
     try:
         deadline = time.time() + 120
-        while not (launched(logs[0]) and (sweep / f"{launched(logs[0])[-1]}_all" / "hparams.yaml").is_file()):
+        while not (training(logs[0]) and training(logs[1])):
             assert time.time() < deadline and killed.poll() is None, logs[0].read_text()[-3000:]
             time.sleep(0.05)
-        lost = launched(logs[0])[-1]  # training, as it is killed
+        lost, running = launched(logs[0])[-1], launched(logs[1])[-1]  # training, as one worker is killed
         killed.send_signal(signal.SIGKILL)
+        at = time.time()
+        while study(postgres).trials[lost].state == State.RUNNING:
+            assert time.time() - at < 4 + 1 + 5, "not failed when its grace period ended"  # HEARTBEAT, and slack
+            time.sleep(0.2)
+        assert study(postgres).trials[running].state == State.RUNNING  # by the other's heartbeat, mid-trial
         assert other.wait(timeout=200) == 0, logs[1].read_text()[-3000:]
     finally:
         for w in workers:
@@ -132,8 +142,12 @@ def test_a_worker_killed_mid_trial_has_its_trial_failed_and_run_again_by_the_oth
     (retry,) = [t for t in trials if t.system_attrs.get("failed_trial") == lost]
     assert retry.params == dead.params and retry.state in (State.COMPLETE, State.PRUNED)
     assert retry.number in launched(logs[1])
+    assert (
+        f"trial {lost} failed: its worker stopped beating (hydra.sweeper.heartbeat.grace_period); its parameters "
+        f"run again as trial {retry.number}" in logs[1].read_text()
+    )
     counted = [t for t in trials if t.number != lost]
-    assert len(counted) in (5, 6) and all(t.state in (State.COMPLETE, State.PRUNED) for t in counted)
+    assert len(counted) in (3, 4) and all(t.state in (State.COMPLETE, State.PRUNED) for t in counted)
     assert re.search(r"\d+ jobs in .*: \d+ completed, \d+ pruned, 0 failed, 1 unfinished", logs[1].read_text())
 
 
@@ -159,4 +173,7 @@ def test_the_search_runs_its_trials_as_slurm_jobs_against_the_postgresql_study(s
         hopeless = t.params["schedule.scheduler.max_lr"] == HOPELESS
         assert t.state == (State.PRUNED if hopeless else State.COMPLETE)
         assert sorted(t.intermediate_values) == ([0] if hopeless else [0, 1, 2])
+        # a Slurm job named for its trial, whose end the sweep announced
+        ended = "pruned" if hopeless else r"finished, valid RMSE \d+\.\d+ px"
+        assert re.search(rf"job {t.number} \(kfkd:tiny:trial{t.number}, Slurm \d+\): {ended}\n", proc.stdout), t.number
     assert f"best trial: {study(postgres).best_trial.number}, valid_rmse_px" in proc.stdout
