@@ -46,11 +46,13 @@ class TorchModel:
 class OnnxModel:
     """An exported model; flip test-time augmentation is part of the graph when it was exported with it."""
 
-    def __init__(self, path: str | Path, flip: bool):
+    def __init__(self, path: str | Path, flip: bool, threads: int | None = None):
         import onnxruntime
 
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = threads or 0  # 0: onnxruntime's default, a thread per core
         try:
-            self.session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+            self.session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         except Exception as e:  # noqa: BLE001 - onnxruntime raises its own untyped errors for bad files
             raise DataError(f"{path}: not a model onnxruntime can load ({str(e).splitlines()[0][:160]})") from None
         meta = self.session.get_modelmeta().custom_metadata_map
@@ -74,10 +76,11 @@ class OnnxModel:
         return self.session.run(None, {self.input: np.ascontiguousarray(faces, np.float32)})[0]
 
 
-def load(model: str | Path, flip: bool, batch_size: int) -> TorchModel | OnnxModel:
-    """The model at `model`: an exported .onnx file, or runs (a run, checkpoint or sweep directory)."""
+def load(model: str | Path, flip: bool, batch_size: int, threads: int | None = None) -> TorchModel | OnnxModel:
+    """The model at `model`: an exported .onnx file, or runs (a run, checkpoint or sweep directory).
+    `threads`: an .onnx file's onnxruntime threads per call (default: one per core)."""
     if Path(model).suffix == ".onnx":
         if not Path(model).is_file():
             raise DataError(f"{model}: no such file; expected an .onnx model written by kfkd export")
-        return OnnxModel(model, flip)
+        return OnnxModel(model, flip, threads)
     return TorchModel([model], flip, batch_size)

@@ -106,13 +106,14 @@ def boxes(finder, grey: np.ndarray, max_side: int) -> np.ndarray:
 class Detector:
     """Faces and their keypoints in images. `model`: a run, checkpoint or sweep directory, an .onnx
     file, or a loaded model (keypoints.inference.predictor); `tta="flip"` averages with the mirrored face; `cfg`:
-    detect's settings with a framing fit (default: `settings` with the model's own fit)."""
+    detect's settings with a framing fit (default: `settings` with the model's own fit); `threads`: an .onnx
+    model's onnxruntime threads (default: one per core)."""
 
-    def __init__(self, model, tta: str | None = None, cfg=None):
+    def __init__(self, model, tta: str | None = None, cfg=None, threads: int | None = None):
         from hydra.utils import instantiate
 
         batch_size = (cfg if cfg is not None else OmegaConf.load(SETTINGS)).batch_size
-        self.model = model if callable(model) else inference.load(model, tta == "flip", batch_size)
+        self.model = model if callable(model) else inference.load(model, tta == "flip", batch_size, threads)
         self.cfg = cfg if cfg is not None else settings(fitted=getattr(self.model, "framing", None) or FRAMING)
         self.finder = instantiate(self.cfg.finder)
         anchors = [a for a in self.cfg.canonical if a in self.model.keypoints]
@@ -244,18 +245,24 @@ def draw(image: Image.Image, found: Found, path: Path, skeleton: list[tuple[int,
     pen = ImageDraw.Draw(canvas)
     width = max(1, round(max(canvas.size) / 400))
     for face in found.faces:
-        pen.rectangle(face.box.tolist(), outline=(0, 255, 0), width=width)
-        for a, b in skeleton:
-            if np.isfinite(face.keypoints[[a, b]]).all():
-                pen.line(face.keypoints[[a, b]].reshape(-1).tolist(), fill=(255, 220, 0), width=width)
-        r = max(1.5, (face.box[2] - face.box[0]) / 60)
-        for x, y in face.keypoints[~np.isnan(face.keypoints[:, 0])]:
-            pen.ellipse([x - r, y - r, x + r, y + r], fill=(255, 0, 0))
+        draw_face(pen, face.box, face.keypoints, skeleton, width)
     for box in found.too_small:
         pen.rectangle(box.tolist(), outline=(255, 0, 0), width=width)
     info = PngImagePlugin.PngInfo()
     info.add_text(*STAMP)
     canvas.save(path, pnginfo=info)
+
+
+def draw_face(pen: ImageDraw.ImageDraw, box: np.ndarray, keypoints: np.ndarray, skeleton, width: int) -> None:
+    """A face's box (green), its keypoint set's skeleton (yellow lines between the `skeleton` pairs of
+    keypoint indices) and keypoints (red; NaN ones left out)."""
+    pen.rectangle(box.tolist(), outline=(0, 255, 0), width=width)
+    for a, b in skeleton:
+        if np.isfinite(keypoints[[a, b]]).all():
+            pen.line(keypoints[[a, b]].reshape(-1).tolist(), fill=(255, 220, 0), width=width)
+    r = max(1.5, (box[2] - box[0]) / 60)
+    for x, y in keypoints[np.isfinite(keypoints).all(1)]:
+        pen.ellipse([x - r, y - r, x + r, y + r], fill=(255, 0, 0))
 
 
 def main(argv: list[str] | None = None) -> None:

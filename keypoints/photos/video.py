@@ -10,7 +10,7 @@ as each frame is done (frame, time_s, track, the face's box, the columns of the 
 frame's pixels), and with --video an annotated H.264 MP4. Settings: conf/video.yaml (tracking, smoothing)
 and conf/detect.yaml (finding, framing). The Python API:
 
-    tracker = Tracker(Detector("model.onnx"))
+    tracker = Tracker(Detector("model.onnx", threads=1))
     for faces in tracker.frames(rgb_arrays, fps=30):   # (H, W, 3) or (H, W) uint8 arrays
         for face in faces:
             face.track, face.box, face.keypoints       # id, (4,), (K, 2) in the frame's pixels
@@ -53,8 +53,14 @@ class Tracked:
 class _Track:
     id: int
     points: np.ndarray  # the model's columns in the image's pixels, as predicted
-    frame: framing.Frame  # fitted to their anchors: where the face is cropped on the next frame
+    frame: framing.Frame  # fitted to their anchors
+    before: framing.Frame  # the frame before's fit: with `frame`, the face's motion
     filter: OneEuro | None
+
+    def ahead(self) -> framing.Frame:
+        """Where the face will be on the next frame if it keeps moving as it did: the crop it is predicted in."""
+        f, b = self.frame, self.before
+        return framing.Frame(2 * f.cx - b.cx, 2 * f.cy - b.cy, f.size**2 / b.size, f.pixels, 2 * f.angle - b.angle)
 
 
 def iou(a: np.ndarray, b: np.ndarray) -> float:
@@ -69,11 +75,13 @@ def iou(a: np.ndarray, b: np.ndarray) -> float:
 class Tracker:
     """Faces followed across the frames of one stream, by `detector` (keypoints.photos.detect.Detector).
 
-    Each tracked face is cropped where its previous keypoints' anchors put it (the anchors fit of detect's
-    refine step) and predicted once. The face finder runs on the first frame, every `finder_every` frames
-    and on a frame where a track is lost; its boxes that overlap no tracked face (IoU under `iou`) start
-    new tracks, framed and refined as detect frames them. A track is lost when its anchors stop looking
-    like a face: their residual after the fit is over `lost_residual`. `cfg`: conf/video.yaml's settings."""
+    Each tracked face is cropped where its last two frames' keypoints put it, moving on as it moved (the
+    anchors fit of detect's refine step), predicted, re-framed from that prediction `refine` times and
+    predicted again. The face finder runs on the first frame, on a frame where a track is lost, and every
+    `finder_every.searching` frames while no face is tracked, `finder_every.tracking` while one is; its
+    boxes that overlap no tracked face (IoU under `iou`) start new tracks, framed and refined as detect
+    frames them. A track is lost when its anchors stop looking like a face (`looks_like_a_face`).
+    `cfg`: conf/video.yaml's settings."""
 
     def __init__(self, detector: detect.Detector, cfg=None, smooth: bool = True):
         if detector.anchors is None:
@@ -83,7 +91,7 @@ class Tracker:
             )
         self.detector, self.cfg, self.smooth = detector, cfg if cfg is not None else OmegaConf.load(SETTINGS), smooth
         self.tracks: list[_Track] = []
-        self.index, self.next_id = 0, 0
+        self.index, self.next_id, self.found_at = 0, 0, -math.inf  # found_at: the finder's last frame
 
     def frames(self, frames: Iterable[np.ndarray], fps: float = 30.0) -> Iterator[list[Tracked]]:
         """The tracked faces of each frame of `frames`, taken `fps` frames a second."""
@@ -93,20 +101,25 @@ class Tracker:
     def step(self, image: np.ndarray, time_s: float) -> list[Tracked]:
         """The tracked faces of the next frame, (H, W) grey or (H, W, 3) RGB uint8, taken at `time_s`."""
         grey = images.grey(images.from_array(image))
-        points = self._predict(grey, [t.frame for t in self.tracks])
+        frames = [t.ahead() for t in self.tracks]
+        for _ in range(1 + self.cfg.refine):
+            points = self._predict(grey, frames)
+            fits = [self.fit(p) for p in points]
+            frames = [f if f is not None else a for (f, _), a in zip(fits, frames)]
         kept = []
-        for track, p in zip(self.tracks, points):
-            frame, residual = self.fit(p)
-            if residual <= self.cfg.lost_residual:
-                track.points, track.frame = p, frame
+        for track, p, (frame, residual) in zip(self.tracks, points, fits):
+            if self.looks_like_a_face(frame, residual):
+                track.points, track.before, track.frame = p, track.frame, frame
                 kept.append(track)
         lost = len(kept) < len(self.tracks)
         # Two tracks that drifted onto one face: the older one keeps it.
         self.tracks = [
             t for i, t in enumerate(kept) if all(iou(self.box(t), self.box(o)) < self.cfg.iou for o in kept[:i])
         ]
-        if self.index % self.cfg.finder_every == 0 or lost:
+        every = self.cfg.finder_every.tracking if self.tracks else self.cfg.finder_every.searching
+        if self.index - self.found_at >= every or lost:
             self._find(grey)
+            self.found_at = self.index
         self.index += 1
         return [self._output(t, time_s) for t in self.tracks]
 
@@ -123,10 +136,19 @@ class Tracker:
         residual = np.sqrt(((frame.to_crop(anchors) - d.canonical) ** 2).sum(1).mean()) / d.model.size
         return frame, float(residual)
 
+    def looks_like_a_face(self, frame: framing.Frame | None, residual: float) -> bool:
+        """Whether a fit (`fit`) is a face's: its anchors near their canonical places, and its box no smaller
+        than the smallest face detect frames (a track that shrinks onto a speck is lost)."""
+        return residual <= self.cfg.lost_residual and self._side(frame) >= self.detector.cfg.min_face_px
+
+    def _side(self, frame: framing.Frame) -> float:
+        """The side of the box the face finder would give for `frame`."""
+        return frame.size / self.detector.cfg.box_to_frame.size
+
     def box(self, track: _Track) -> np.ndarray:
         """The box the face finder would give for the track's frame: detect's box-to-frame map inverted."""
         fit = self.detector.cfg.box_to_frame
-        side = track.frame.size / fit.size
+        side = self._side(track.frame)
         left, top = track.frame.cx - fit.x * side, track.frame.cy - fit.y * side
         return np.array([left, top, left + side, top + side])
 
@@ -134,20 +156,47 @@ class Tracker:
         return self.detector.predict(grey, frames, dict.fromkeys(detect.STAGES, 0.0))
 
     def _find(self, grey: np.ndarray) -> None:
-        """New tracks for the finder's boxes that no tracked face overlaps, framed and refined as detect does."""
+        """New tracks for the finder's faces that no tracked face overlaps, framed and refined as detect does."""
         d = self.detector
-        boxes = [b for b in d.boxes(grey) if math.sqrt((b[2] - b[0]) * (b[3] - b[1])) >= d.cfg.min_face_px]
         tracked = [self.box(t) for t in self.tracks]
-        new = [b for b in boxes if all(iou(b, t) < self.cfg.iou for t in tracked)]
-        points = self._predict(grey, [framing.from_box(b, d.cfg.box_to_frame, d.model.size) for b in new])
+        frames = [
+            f
+            for b, f in self._found(grey)
+            if math.sqrt((b[2] - b[0]) * (b[3] - b[1])) >= d.cfg.min_face_px
+            and all(iou(b, t) < self.cfg.iou for t in tracked)
+        ]
+        points = self._predict(grey, frames)
         for _ in range(d.cfg.refine):
             points = self._predict(grey, [f for f in (self.fit(p)[0] for p in points) if f is not None])
         for p in points:
             frame, residual = self.fit(p)
-            if residual <= self.cfg.lost_residual:  # a box the model does not see a face in starts nothing
+            if self.looks_like_a_face(frame, residual):  # a box the model does not see a face in starts nothing
                 smoother = OneEuro(**self.cfg.smooth) if self.smooth else None
-                self.tracks.append(_Track(self.next_id, p, frame, smoother))
+                self.tracks.append(_Track(self.next_id, p, frame, frame, smoother))
                 self.next_id += 1
+
+    def _found(self, grey: np.ndarray) -> list[tuple[np.ndarray, framing.Frame]]:
+        """The finder's boxes on the frame reduced to `finder_side`, each with the face's frame. While no face
+        is tracked, and nothing is found upright, the frame is turned by each of `finder_rolls` in turn (the
+        finder misses a rolled face); a box found there is given in the turned frame's pixels, its face's
+        frame turned back."""
+        import cv2
+
+        d = self.detector
+        h, w = grey.shape
+        for roll in [0, *(self.cfg.finder_rolls if not self.tracks else [])]:
+            turn = cv2.getRotationMatrix2D((w / 2, h / 2), roll, 1.0)  # the frame's pixels -> the turned frame's
+            turned = cv2.warpAffine(grey, turn, (w, h), borderMode=cv2.BORDER_REPLICATE) if roll else grey
+            boxes = detect.boxes(d.finder, turned, self.cfg.finder_side)
+            if len(boxes):
+                back = cv2.invertAffineTransform(turn)
+                frames = []
+                for b in boxes:
+                    f = framing.from_box(b, d.cfg.box_to_frame, d.model.size)
+                    cx, cy = back @ (f.cx, f.cy, 1.0)
+                    frames.append(framing.Frame(cx, cy, f.size, f.pixels, math.atan2(back[1, 0], back[0, 0])))
+                return list(zip(boxes, frames))
+        return []
 
     def _output(self, track: _Track, time_s: float) -> Tracked:
         # Smoothed in units of the face's side, so that the same settings suit a face near and far.
@@ -202,6 +251,8 @@ class Source:
         self.frame_count = int(self.capture.get(cv2.CAP_PROP_FRAME_COUNT))
 
     def __iter__(self) -> Iterator[tuple[int, float, np.ndarray]]:
+        import cv2
+
         if self.files is not None:
             for i, path in enumerate(self.files):
                 yield i, i / self.fps, np.asarray(images.read(path).convert("RGB"))
@@ -209,7 +260,7 @@ class Source:
         start, frame, i = time.monotonic(), self._first, 0
         while frame is not None:
             t = time.monotonic() - start if self.live else i / self.fps
-            yield i, t, np.ascontiguousarray(frame[:, :, ::-1])  # OpenCV's BGR
+            yield i, t, cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)  # OpenCV's BGR; 40x faster than numpy's reversed copy
             ok, frame = self.capture.read()
             frame, i = (frame if ok else None), i + 1
         if self.total and i < self.total:
@@ -227,21 +278,23 @@ class Source:
 
 
 class Annotated:
-    """An MP4 of the frames with each face's box, track id and keypoints drawn: H.264, yuv420p (browsers
-    play it), written by PyAV; `close` ends it cleanly, so that a stream stopped early still plays."""
+    """An MP4 of the frames with each face's box, track id, skeleton and keypoints drawn (`annotate`): H.264,
+    yuv420p (browsers play it), written by PyAV; `close` ends it cleanly, so that a stream stopped early
+    still plays."""
 
-    def __init__(self, path: Path, fps: float, codec: str):
+    def __init__(self, path: Path, fps: float, codec: str, preset: str, skeleton: list[tuple[int, int]]):
         import av
 
         self.container = av.open(str(path), "w")
-        self.stream = self.container.add_stream(codec, rate=Fraction(fps).limit_denominator(1001))
+        rate = Fraction(fps).limit_denominator(1001)
+        self.stream = self.container.add_stream(codec, rate=rate, options={"preset": preset})
         self.stream.pix_fmt = "yuv420p"
-        self.size = None
+        self.size, self.skeleton = None, skeleton
 
     def write(self, rgb: np.ndarray, faces: list[Tracked]) -> None:
         import av
 
-        frame = annotate(rgb, faces)
+        frame = annotate(rgb, faces, self.skeleton)
         frame = np.pad(frame, ((0, frame.shape[0] % 2), (0, frame.shape[1] % 2), (0, 0)), mode="edge")  # 4:2:0
         if self.size is None:
             self.size = self.stream.height, self.stream.width = frame.shape[:2]
@@ -255,17 +308,15 @@ class Annotated:
         self.container.close()
 
 
-def annotate(rgb: np.ndarray, faces: list[Tracked]) -> np.ndarray:
-    """The frame with each face's box and track id (green) and keypoints (red) drawn."""
+def annotate(rgb: np.ndarray, faces: list[Tracked], skeleton: list[tuple[int, int]]) -> np.ndarray:
+    """The frame with each face's box and track id (green), its keypoint set's skeleton (yellow lines between
+    the `skeleton` pairs of keypoint indices) and keypoints (red) drawn, as detect draws a photo's faces."""
     canvas = Image.fromarray(rgb)
     pen = ImageDraw.Draw(canvas)
     width = max(1, round(max(canvas.size) / 400))
     for face in faces:
-        pen.rectangle(face.box.tolist(), outline=(0, 255, 0), width=width)
+        detect.draw_face(pen, face.box, face.keypoints, skeleton, width)
         pen.text((face.box[0] + 2 * width, face.box[1] + 2 * width), str(face.track), fill=(0, 255, 0))
-        r = max(1.5, (face.box[2] - face.box[0]) / 60)
-        for x, y in face.keypoints[np.isfinite(face.keypoints).all(1)]:
-            pen.ellipse([x - r, y - r, x + r, y + r], fill=(255, 0, 0))
     return np.asarray(canvas)
 
 
@@ -304,13 +355,17 @@ def main(argv: list[str] | None = None) -> None:
         source = Source(args.input, args.camera, cfg.folder_fps)
         if args.show:
             _window()
-        tracker = Tracker(detect.Detector(model), cfg, smooth=not args.no_smooth)
+        tracker = Tracker(detect.Detector(model, threads=cfg.onnx_threads), cfg, smooth=not args.no_smooth)
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
         table = _table(out / "keypoints.csv")
         rows = csv.writer(table)
         rows.writerow(HEADER + tracker.detector.header[len(detect.HEADER) :])
-        writer = Annotated(Path(args.video), source.fps, cfg.codec) if args.video else None
+        writer = (
+            Annotated(Path(args.video), source.fps, cfg.codec, cfg.preset, tracker.detector.skeleton)
+            if args.video
+            else None
+        )
         bar = tqdm(source, total=source.total, desc="frames", unit="frame", file=sys.stderr)
         for i, t, rgb in bar:
             found = tracker.step(rgb, t)
@@ -321,7 +376,7 @@ def main(argv: list[str] | None = None) -> None:
             if writer:
                 writer.write(rgb, found)
             done, faces = i + 1, faces + len(found)
-            if args.show and _shown(rgb, found):
+            if args.show and _shown(rgb, found, tracker.detector.skeleton):
                 break
     except DataError as error:
         _close(source, writer, table)
@@ -354,11 +409,11 @@ def _window() -> None:
         ) from None
 
 
-def _shown(rgb: np.ndarray, found: list[Tracked]) -> bool:
+def _shown(rgb: np.ndarray, found: list[Tracked], skeleton: list[tuple[int, int]]) -> bool:
     """Show the frame annotated; whether the user pressed q to stop."""
     import cv2
 
-    cv2.imshow("kfkd video", annotate(rgb, found)[:, :, ::-1])
+    cv2.imshow("kfkd video", annotate(rgb, found, skeleton)[:, :, ::-1])
     return cv2.waitKey(1) & 0xFF == ord("q")
 
 

@@ -206,7 +206,7 @@ class Job:
             "epoch": self.epoch,
             "train_loss": float(self.loss / self.rows),
             "valid_loss": float(valid_loss),
-            "valid_rmse_px": float(valid_loss.sqrt() * self.module.half),
+            "valid_rmse_px": float(valid_loss.sqrt() * self.module.px_per_unit),
         }
         self.history.append(entry)
         self.trainer.logger.log_metrics({k: v for k, v in entry.items() if k != "epoch"}, step=self.epoch)

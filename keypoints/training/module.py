@@ -75,7 +75,7 @@ class KeypointsModule(pl.LightningModule):
         nme: tuple[int, int] | None = None,
     ):
         super().__init__()
-        self.half = codec.scale(size)  # an RMSE in target units times this is in pixels
+        self.px_per_unit = codec.scale(size)  # an RMSE in target units times this is in pixels
         self.net, self.optimizer, self.scheduler, self.augment = net, optimizer, scheduler, list(augment)
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.net.to(memory_format=self.memory_format)
@@ -113,7 +113,7 @@ class KeypointsModule(pl.LightningModule):
         mse = self.valid_mse.compute()  # torchmetrics reduces over DDP ranks: the whole validation set
         self.valid_mse.reset()
         self.log("valid_loss", mse, prog_bar=False, sync_dist=True)
-        self.log("valid_rmse_px", mse.sqrt() * self.half, prog_bar=True, sync_dist=True)
+        self.log("valid_rmse_px", mse.sqrt() * self.px_per_unit, prog_bar=True, sync_dist=True)
         if self.valid_nme is not None:
             scores = self.valid_nme.compute()  # reduced over DDP ranks, as the MSE
             self.valid_nme.reset()

@@ -15,14 +15,16 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from conftest import KAGGLE15, ROOT, make_run
+from conftest import KAGGLE15, ROOT, face68, make_run
 from omegaconf import OmegaConf
 from PIL import Image
 
-from keypoints.core import codec
+from keypoints.core import codec, keypointset
 from keypoints.core.paths import FRAMING
+from keypoints.core.paths import VIDEO as SETTINGS
+from keypoints.data import framing
 from keypoints.inference import export
-from keypoints.photos import detect, finders, video
+from keypoints.photos import detect, finders, framefit, video
 from keypoints.photos.smoothing import OneEuro
 
 W, H = 160, 120
@@ -84,10 +86,12 @@ class DiscModel:
         return np.array(out).reshape(len(crops), -1)
 
 
-def tracker(noise=0.0, smooth=True):
-    """A Tracker of the stand-in model and finder, the frame indexes the finder ran on kept in `.calls`."""
+def tracker(noise=0.0, smooth=True, **settings):
+    """A Tracker of the stand-in model and finder, the frame indexes the finder ran on kept in `.calls`;
+    `settings` override conf/video.yaml's."""
     upright = OmegaConf.merge(detect.settings(), {"rotate": False})  # a disc has no roll for the model to see
-    t = video.Tracker(detect.Detector(DiscModel(noise), cfg=upright), smooth=smooth)
+    cfg = OmegaConf.merge(OmegaConf.load(SETTINGS), {"finder_rolls": []}, settings)
+    t = video.Tracker(detect.Detector(DiscModel(noise), cfg=upright), cfg, smooth=smooth)
     t.calls = []
     t.detector.finder = lambda grey: t.calls.append(t.index) or blobs(grey)
     return t
@@ -126,16 +130,16 @@ def test_one_euro_keeps_a_constant_and_follows_a_step_faster_when_beta_is_higher
 # --- tracking -------------------------------------------------------------------------------------
 
 
-def test_the_finder_runs_on_frame_0_every_n_and_on_a_loss_and_a_face_that_comes_back_gets_a_track():
-    t = tracker()
-    assert t.cfg.finder_every == 5
+def test_the_finder_runs_on_frame_0_on_a_loss_and_every_n_frames_and_a_face_that_comes_back_gets_a_track():
+    t = tracker(finder_every={"searching": 5, "tracking": 10})
     # Moving right; gone on frames 12-17; back from frame 18.
     frames = clip(lambda i: None if 12 <= i < 18 else (40 + 2 * i, 60), n=30)
     out = list(t.frames(frames))
-    assert t.calls == [0, 5, 10, 12, 15, 20, 25]  # 12: the frame the track was lost on
+    # 0, then every 10 frames while tracked; 12: the frame the track was lost on; then every 5 while none is.
+    assert t.calls == [0, 10, 12, 17, 22]
     assert all(len(f) == 1 for f in out[:12]) and all(len(f) == 0 for f in out[12:18])
     back = next(i for i in range(18, 30) if out[i])
-    assert back <= 18 + t.cfg.finder_every and {f.track for f in out[back]} == {1}  # a new id
+    assert back == 22 and {f.track for f in out[back]} == {1}  # found again at the next search, with a new id
     seen = list(range(12)) + list(range(back, 30))
     assert follows([c for i in seen for c in centres(out[i]).values()], [(40 + 2 * i, 60) for i in seen])
 
@@ -156,28 +160,56 @@ def test_smoothing_steadies_a_still_face():
     frames = clip(lambda i: (80, 60), n=40)
 
     def jitter(smooth):
-        out = list(tracker(noise=1.5, smooth=smooth).frames(frames))
+        # 0.2 crop px of noise: about the jitter of a real still face (docs/video.md); conf/video.yaml's filter
+        # is tuned for that, and lets much larger steps through as motion.
+        out = list(tracker(noise=0.2, smooth=smooth).frames(frames))
         points = np.array([f[0].keypoints for f in out[10:]])
         return points.std(0).mean()
 
     raw, smoothed = jitter(False), jitter(True)
-    assert smoothed < 0.6 * raw, (raw, smoothed)
+    assert smoothed < 0.7 * raw, (raw, smoothed)
 
 
 # --- the command ----------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def canonical_run(tiny_data, tmp_path_factory):
-    """A tiny run whose net answers the canonical layout whatever the face: a face stays a face."""
-    run = make_run(tmp_path_factory.mktemp("video") / "run", tiny_data)
+def answering(run, layout):
+    """The run, its net made to answer `layout` (K, 2 crop pixels) whatever the face: a face stays a face."""
     path = run / "checkpoints" / "best.ckpt"
     ckpt = torch.load(path, weights_only=False)
     layer = [k for k in ckpt["state_dict"] if k.endswith(".bias")][-1][: -len(".bias")]  # the output layer
     ckpt["state_dict"][f"{layer}.weight"].zero_()
-    ckpt["state_dict"][f"{layer}.bias"].copy_(torch.tensor(codec.to_targets(LAYOUT.reshape(-1), 96)))
+    ckpt["state_dict"][f"{layer}.bias"].copy_(torch.tensor(codec.to_targets(layout.reshape(-1), 96)))
     torch.save(ckpt, path)
     return run
+
+
+@pytest.fixture(scope="module")
+def canonical_run(tiny_data, tmp_path_factory):
+    """A tiny kaggle15 run whose net answers the canonical layout."""
+    return answering(make_run(tmp_path_factory.mktemp("video") / "run", tiny_data), LAYOUT)
+
+
+@pytest.fixture(scope="module")
+def canonical_run68(tiny_coco68, tmp_path_factory):
+    """A tiny ibug68 run on conftest's drawn 68-point faces, with the framing fit training writes, whose net
+    answers the drawn face's 68 points at their canonical places. Haar finds no drawn face, so the fit's
+    box-to-frame map is the annotations' (the tests' finder is the blob finder)."""
+    run = make_run(
+        tmp_path_factory.mktemp("video68") / "run",
+        tiny_coco68,
+        data=("data=coco", "keypoints=ibug68", "data.groups=person"),
+    )
+    framefit.fit_run(run)
+    fit = OmegaConf.load(run / "framing.yaml")
+    fit.box_to_frame = fit.annotation_box_to_frame
+    OmegaConf.save(fit, run / "framing.yaml")
+    # The drawn face moved by a similarity so that its anchors sit at the fit's canonical places.
+    face = face68(np.random.default_rng(0), (48.0, 48.0), 0.7)
+    names = keypointset.load("ibug68").names
+    anchors = [names.index(a) for a in fit.canonical]
+    frame = framing.from_points(face[anchors], np.array(list(fit.canonical.values())), True, 96)
+    return answering(run, frame.to_crop(face))
 
 
 @pytest.fixture
@@ -218,6 +250,27 @@ def test_the_command_writes_a_row_per_face_per_frame_and_an_mp4_with_every_frame
         assert stream.codec_context.name == "h264" and stream.codec_context.pix_fmt == "yuv420p"
         assert sum(1 for _ in annotated.decode(stream)) == 12
     assert "frames: 12, faces: 24, tracks: 2" in capsys.readouterr().out
+
+
+def test_a_68_point_model_gives_its_136_columns_and_draws_its_skeleton(canonical_run68, blob_finder, tmp_path):
+    source = write_mp4(tmp_path / "in.mp4", clip(lambda i: (60 + i, 60), n=8, radius=30))
+    out = tmp_path / "a.mp4"
+    video.main([str(source), "--model", str(canonical_run68), "--out", str(tmp_path), "--video", str(out)])
+    rows = table(tmp_path / "keypoints.csv")
+    ibug = keypointset.load("ibug68")
+    assert rows[0] == video.HEADER + ibug.columns and len(rows[0]) == 7 + 136
+    assert [(int(r[0]), int(r[2])) for r in rows[1:]] == [(i, 0) for i in range(8)]
+    points = np.array([[float(v) for v in r[7:]] for r in rows[1:]]).reshape(8, 68, 2)
+    assert np.isfinite(points).all()
+    with av.open(str(out)) as annotated:
+        assert sum(1 for _ in annotated.decode(video=0)) == 8
+    # The annotated frames draw the set's skeleton: yellow lines between the keypoints.
+    skeleton = detect.Detector(canonical_run68).skeleton
+    assert len(skeleton) == len(ibug.skeleton) == 63
+    face = video.Tracked(0, np.array([float(v) for v in rows[1][3:7]]), points[0])
+    frame = np.full((H, W, 3), 30, np.uint8)
+    yellow = lambda image: ((image == (255, 220, 0)).all(-1)).sum()  # noqa: E731
+    assert yellow(video.annotate(frame, [face], [])) == 0 and yellow(video.annotate(frame, [face], skeleton)) > 50
 
 
 def test_the_camera_path_reads_through_the_same_reader(canonical_run, blob_finder, tmp_path):

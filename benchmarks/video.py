@@ -1,0 +1,318 @@
+"""Keypoints on video: kfkd tracked (with and without smoothing) against the finder on every frame, dlib and
+MediaPipe's face mesh, every system on the same clips with truth (benchmarks/video_clips.py), in one run.
+
+    python -m benchmarks.video MODEL --clips outputs/video/clips/scored [--mediapipe-python /tmp/mpvenv/bin/python]
+        [--set KEY=VALUE ...] [--systems NAME ...] [--figures docs]
+
+MODEL: an ibug68 run or its exported .onnx, trained on people other than the clips' (video_clips.py makes the
+clips from a run's validation people). Systems:
+
+- `tracked`: kfkd's Tracker (conf/video.yaml, overridden by `--set`), smoothed; `raw`: the same unsmoothed;
+- `per-frame`: detect on every frame (the finder, then conf/detect.yaml's re-frames), as `kfkd detect` does;
+- `dlib`: dlib's HOG detector upsampled once with its 68-point predictor on every frame, its points at pixel
+  centres (+0.5 px), as benchmarks/coco_photos.py scores it (optional: pip install dlib-bin face-recognition-models);
+- `mediapipe`: MediaPipe's face mesh 0.10.21 in video mode (it tracks), run by benchmarks/video_mediapipe.py in
+  the venv whose Python `--mediapipe-python` names; skipped where it is not given.
+
+Figures, over the clips' frames where a face is fully visible (all 68 points in the frame); a true face is
+found where a system's box holds the midpoint of its outer eye corners (points 36 and 45):
+
+- found %: of those faces; rolled: those of the moving clips rolled more than 10 degrees;
+- NME %: the mean point error over the outer-eye-corner distance (ibug68's), of the faces found, per kind;
+  MediaPipe gets none (its 468 points are not the 68);
+- jitter %: on the still clips (the truth does not move), the mean movement of a point from one frame to the
+  next, over the true outer-eye-corner distance (MediaPipe's: over the distance of its own points 33 and 263);
+- lag: on the moving clips, the NME smoothing adds (tracked against raw);
+- tracks kept %: faces (still, moving and two-face clips) given one id for the whole clip; ids kept: two-face
+  clips where both faces keep one id each; re-found: the most frames a cut face waits, after it is fully back
+  in the frame, to be found again; wrong faces: boxes that hold no true face's eye midpoint and overlap no
+  face (the box of its true points), so that a box on a face leaving the frame is not counted;
+- fps: frames per second over the moving clips (640x480, one face), decoding with OpenCV included; and
+  `kfkd video` end to end (decode, find or track, predict, smooth, write the CSV; the model loaded too) on the
+  same clips, without and with `--video` (an H.264 MP4).
+
+The host (AVX-512 BF16 or AVX2) and the load averages are printed; compare fps only within one run.
+`--figures DIR` writes DIR/video_frame.png (a frame of a scored moving clip with kfkd's keypoints) and
+DIR/video_jitter.png (the points' movement over time on a still clip, kfkd against the per-frame path).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from omegaconf import OmegaConf
+
+from benchmarks.photos import dlib_landmarks
+from keypoints.core.paths import VIDEO
+from keypoints.photos import detect, video
+from keypoints.photos.framefit import face_in
+
+SYSTEMS = ("tracked", "raw", "per-frame", "dlib", "mediapipe")
+KINDS = ("still", "moving", "cut", "two", "real")
+OUTER = (36, 45)  # ibug68's outer eye corners: the NME's normaliser
+MESH_OUTER = (33, 263)  # MediaPipe's
+
+
+class Clip:
+    """One of video_clips.py's clips: its MP4, kind (from its name) and truth, with each true face's
+    outer-eye distance and roll on each frame."""
+
+    def __init__(self, mp4: Path):
+        self.path, self.name = mp4, mp4.stem
+        self.kind = mp4.stem.rstrip("0123456789")
+        truth = np.load(mp4.with_suffix(".npz"))
+        self.points, self.visible = truth["points"], truth["visible"]  # (T, F, 68, 2), (T, F)
+        eyes = self.points[:, :, OUTER[1]] - self.points[:, :, OUTER[0]]
+        self.iod = np.linalg.norm(eyes, axis=-1)  # (T, F)
+        self.roll = np.degrees(np.arctan2(eyes[..., 1], eyes[..., 0]))
+
+
+# A system's answer for a clip: for each frame, its faces as (track id or None, box, points (K, 2)).
+
+
+def frames(clip: Clip):
+    return video.Source(str(clip.path))
+
+
+def tracked(detector: detect.Detector, cfg, smooth: bool):
+    def run(clip: Clip):
+        tracker = video.Tracker(detector, cfg, smooth=smooth)
+        source, out = frames(clip), []
+        start = time.perf_counter()
+        for _, t, rgb in source:
+            out.append([(f.track, f.box, f.keypoints) for f in tracker.step(rgb, t)])
+        return out, time.perf_counter() - start
+
+    return run
+
+
+def per_frame(detector: detect.Detector):
+    def run(clip: Clip):
+        source, out = frames(clip), []
+        start = time.perf_counter()
+        for _, _, rgb in source:
+            out.append([(None, f.box, f.keypoints) for f in detector(rgb)])
+        return out, time.perf_counter() - start
+
+    return run
+
+
+def dlib(clip: Clip):
+    start = time.perf_counter()
+    rgbs = [rgb for _, _, rgb in frames(clip)]
+    decoded = time.perf_counter() - start
+    found = dlib_landmarks(rgbs)
+    if found is None:
+        return None
+    faces, seconds = found
+    out = [[(None, f.box, f.keypoints + 0.5) for f in frame] for frame in faces]
+    return out, decoded + sum(s["detect"] + s["predict"] for s in seconds)
+
+
+def mediapipe(python: str, clips: list[Clip]) -> dict | None:
+    """MediaPipe's answers for every clip, run in its own venv; None, with a message, where it cannot run."""
+    if not python:
+        print(
+            "mediapipe skipped: give --mediapipe-python (a venv with mediapipe==0.10.21; benchmarks/video_mediapipe.py)"
+        )
+        return None
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "mediapipe.npz"
+        script = Path(__file__).with_name("video_mediapipe.py")
+        proc = subprocess.run(
+            [python, str(script), str(out), *(f"{c.visible.shape[1]}:{c.path}" for c in clips)],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "GLOG_minloglevel": "2", "TF_CPP_MIN_LOG_LEVEL": "3"},
+        )
+        if proc.returncode:
+            print(f"mediapipe skipped: {python} failed: {proc.stderr.strip().splitlines()[-1:]}")
+            return None
+        found = np.load(out)
+        answers = {}
+        for i, clip in enumerate(clips):
+            points = found[f"points_{i}"]
+            faces = [[(None, np.r_[p.min(0), p.max(0)], p) for p in frame if np.isfinite(p).all()] for frame in points]
+            answers[clip.name] = faces, float(found[f"seconds_{i}"])
+        return answers
+
+
+# --- scoring --------------------------------------------------------------------------------------
+
+
+def matches(clip: Clip, answer) -> tuple[np.ndarray, int]:
+    """For each frame and true face, the index of the face found for it (-1: none); and the wrong faces' count:
+    boxes that hold no true face's eye midpoint and do not overlap a face partly in the frame either."""
+    idx = np.full(clip.visible.shape, -1)
+    wrong = 0
+    for t, faces in enumerate(answer):
+        boxes = np.array([f[1] for f in faces]).reshape(-1, 4)
+        mids = clip.points[t][:, list(OUTER)].mean(1)
+        for j, mid in enumerate(mids):
+            k = face_in(boxes, mid)
+            idx[t, j] = -1 if k is None else k
+        truth = np.concatenate([clip.points[t].min(1), clip.points[t].max(1)], 1)  # (faces, 4)
+        overlaps = (
+            np.minimum(boxes[:, None, 2:], truth[None, :, 2:]) > np.maximum(boxes[:, None, :2], truth[None, :, :2])
+        ).all(-1)
+        wrong += sum(k not in idx[t] and not overlaps[k].any() for k in range(len(boxes)))
+    return idx, wrong
+
+
+def moved(clip: Clip, t: int, j: int, before: np.ndarray, after: np.ndarray, mesh: bool) -> float:
+    """The mean movement of face j's points from frame t - 1 to t, in % of its true outer-eye distance
+    (MediaPipe's: of its own points 33 and 263)."""
+    norm = np.linalg.norm(after[MESH_OUTER[1]] - after[MESH_OUTER[0]]) if mesh else clip.iod[t, j]
+    return float(np.linalg.norm(after - before, axis=-1).mean() / norm * 100)
+
+
+def score(clips: list[Clip], answers: dict, mesh: bool, ids_given: bool) -> dict:
+    """The figures of one system over the clips (module docstring); `ids_given`: whether it keeps ids (tracks)."""
+    nme = {k: [] for k in KINDS}
+    found = visible = rolled_found = rolled = wrong = 0
+    jitter, kept, ids, refound, frames_, seconds = [], [], [], [], 0, 0.0
+    for clip in clips:
+        answer, secs = answers[clip.name]
+        idx, w = matches(clip, answer)
+        wrong += w
+        vis = clip.visible
+        found, visible = found + (idx[vis] >= 0).sum(), visible + vis.sum()
+        if clip.kind == "moving":
+            tilt = vis & (np.abs(clip.roll) > 10)
+            rolled_found, rolled = rolled_found + (idx[tilt] >= 0).sum(), rolled + tilt.sum()
+            frames_, seconds = frames_ + len(answer), seconds + secs
+        tracks = []
+        for j in range(vis.shape[1]):
+            got = [(t, answer[t][idx[t, j]]) for t in range(len(answer)) if vis[t, j] and idx[t, j] >= 0]
+            if not mesh:
+                nme[clip.kind] += [
+                    np.linalg.norm(f[2] - clip.points[t, j], axis=-1).mean() / clip.iod[t, j] * 100 for t, f in got
+                ]
+            if clip.kind == "still":
+                jitter += [
+                    moved(clip, t1, j, a[2], b[2], mesh) for (t0, a), (t1, b) in zip(got, got[1:]) if t1 == t0 + 1
+                ]
+            if clip.kind == "cut":
+                back = next(t for t in range(1, len(answer)) if vis[t, j] and not vis[t - 1, j])
+                refound.append(next((t - back for t in range(back, len(answer)) if idx[t, j] >= 0), math.inf))
+            one = {f[0] for _, f in got}
+            tracks.append(one if len(one) == 1 and len(got) == vis[:, j].sum() else None)  # one id, every frame
+        if ids_given and clip.kind in ("still", "moving", "two"):
+            kept += [t is not None for t in tracks]
+            if clip.kind == "two":
+                ids.append(None not in tracks and tracks[0] != tracks[1])
+    return {
+        "fps": frames_ / seconds if seconds else math.nan,
+        "found %": 100 * found / visible,
+        "rolled found %": 100 * rolled_found / rolled if rolled else math.nan,
+        **{f"NME {k} %": np.mean(v) if v else math.nan for k, v in nme.items()},
+        "jitter %": np.mean(jitter) if jitter else math.nan,
+        "tracks kept %": 100 * np.mean(kept) if kept else math.nan,
+        "ids kept": f"{sum(ids)}/{len(ids)}" if ids else "–",
+        "re-found (frames)": max(refound) if refound else math.nan,
+        "wrong faces": wrong,
+    }
+
+
+def command_fps(model: str, clips: list[Clip], annotated: bool) -> float:
+    """`kfkd video` end to end over the clips, in this process, with conf/video.yaml as it is: frames per
+    second of wall time, loading the model for each clip included."""
+    done = 0
+    with tempfile.TemporaryDirectory() as tmp:
+        start = time.perf_counter()
+        for clip in clips:
+            extra = ["--video", str(Path(tmp) / "a.mp4")] if annotated else []
+            video.main([str(clip.path), "--model", model, "--out", tmp, *extra])
+            done += len(clip.visible)
+        return done / (time.perf_counter() - start)
+
+
+def host() -> str:
+    with open("/proc/cpuinfo") as f:
+        kind = "AVX-512 BF16" if "avx512_bf16" in f.read() else "AVX2"
+    return f"{kind}, {os.cpu_count()} cores"
+
+
+def markdown(rows: list[dict]) -> str:
+    cols = list(rows[0])
+
+    def cell(v):
+        return (
+            f"{v:.3f}"
+            if isinstance(v, float) and not math.isnan(v) and abs(v) < 10
+            else (
+                f"{v:.1f}" if isinstance(v, float) and not math.isnan(v) else ("–" if isinstance(v, float) else str(v))
+            )
+        )
+
+    lines = ["| " + " | ".join(cols) + " |", "|" + " --- |" * len(cols)]
+    lines += ["| " + " | ".join(cell(r[c]) for c in cols) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("model", help="an ibug68 run or its exported .onnx")
+    parser.add_argument("--clips", default="outputs/video/clips/scored", help="a folder of video_clips.py's clips")
+    parser.add_argument("--mediapipe-python", help="the Python of a venv with mediapipe==0.10.21")
+    parser.add_argument("--set", nargs="*", default=[], help="conf/video.yaml overrides, KEY=VALUE")
+    parser.add_argument("--systems", nargs="*", default=list(SYSTEMS), choices=SYSTEMS)
+    parser.add_argument("--no-command", action="store_true", help="skip timing `kfkd video` end to end")
+    parser.add_argument("--figures", help="a folder for video_frame.png and video_jitter.png")
+    args = parser.parse_args()
+    clips = [Clip(p) for p in sorted(Path(args.clips).glob("*.mp4"))]
+    print(f"host: {host()}; load averages at the start: {os.getloadavg()}")
+    print(f"{len(clips)} clips, {sum(len(c.visible) for c in clips)} frames: {args.clips}")
+    cfg = OmegaConf.merge(OmegaConf.load(VIDEO), OmegaConf.from_dotlist(args.set))
+    detector = detect.Detector(args.model, threads=cfg.onnx_threads)
+    runs = {
+        "tracked": tracked(detector, cfg, True),
+        "raw": tracked(detector, cfg, False),
+        "per-frame": per_frame(detector),
+        "dlib": dlib,
+    }
+    answers = {}
+    for name in args.systems:
+        if name == "mediapipe":
+            got = mediapipe(args.mediapipe_python, clips)
+        else:
+            got = {}
+            for clip in clips:
+                got[clip.name] = runs[name](clip)
+                if got[clip.name] is None:  # dlib not installed
+                    got = None
+                    break
+        if got is not None:
+            answers[name] = got
+    rows = [
+        {"system": name, **score(clips, got, name == "mediapipe", name in ("tracked", "raw"))}
+        for name, got in answers.items()
+    ]
+    if "tracked" in answers and "raw" in answers:
+        lag = rows[list(answers).index("tracked")]["NME moving %"] - rows[list(answers).index("raw")]["NME moving %"]
+        print(f"lag (NME smoothing adds on the moving clips): {lag:+.3f} points")
+    moving = [c for c in clips if c.kind == "moving"]
+    if args.set and not args.no_command:
+        print("kfkd video end to end: skipped, since the command reads conf/video.yaml and --set is given")
+    elif not args.no_command and moving:
+        for annotated in (False, True):
+            fps = command_fps(args.model, moving, annotated)
+            print(f"kfkd video end to end on the moving clips{' with --video' if annotated else ''}: {fps:.1f} fps")
+    print(f"load averages at the end: {os.getloadavg()}")
+    print(markdown(rows))
+    if args.figures:
+        from benchmarks.video_figures import figures
+
+        figures(Path(args.figures), clips, answers, detector)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
