@@ -56,6 +56,8 @@ class Watch:
                 self.check(number, job)
 
     def check(self, number: int, job) -> None:
+        out = job.paths.stdout.read_text(errors="replace") if job.paths.stdout.is_file() else ""
+        self.starts_seen(number, out.count(STARTED))  # first: a job may start and end between two polls
         if job.paths.result_pickle.exists():
             self.over.add(number)
             try:
@@ -70,24 +72,23 @@ class Watch:
             self.over.add(number)
             self.say(number, "cancelled" if state == "CANCELLED" else f"ended without a result ({state})")
             return
-        out = job.paths.stdout.read_text(errors="replace") if job.paths.stdout.is_file() else ""
-        starts = out.count(STARTED)
-        if state == "RUNNING" and starts > self.starts.get(number, 0):  # a start that its log already shows
-            self.starts[number] = starts
-            now = "started" if starts == 1 else f"started again (start {starts})"
-            if starts > 1 and self.shown.get(number) != "requeued":  # requeued between two polls
-                now = f"requeued, {now}"
-        elif state in ("PENDING", "REQUEUED") and number in self.starts:
-            now = "requeued"
-        else:
-            now = self.shown.get(number, "")
-        if now != self.shown.get(number, ""):
-            self.shown[number] = now
-            self.say(number, now)
+        if state in ("PENDING", "REQUEUED") and number in self.starts and self.shown.get(number) != "requeued":
+            self.shown[number] = "requeued"
+            self.say(number, "requeued")
         epochs = EPOCH.findall(out[out.rfind(STARTED) :])
-        if "started" in now and epochs:
+        if "started" in self.shown.get(number, "") and epochs:
             epoch, clock = "/".join(epochs[-1]), time.monotonic()
             last, when = self.epochs.get(number, ("", -EPOCH_S))
             if epoch != last and clock - when >= EPOCH_S:
                 self.epochs[number] = (epoch, clock)
                 self.say(number, f"epoch {epoch}")
+
+    def starts_seen(self, number: int, starts: int) -> None:
+        """Say the job's starts that its log shows and that were not said yet."""
+        if starts > self.starts.get(number, 0):
+            self.starts[number] = starts
+            now = "started" if starts == 1 else f"started again (start {starts})"
+            if starts > 1 and self.shown.get(number) != "requeued":  # requeued between two polls
+                now = f"requeued, {now}"
+            self.shown[number] = now
+            self.say(number, now)

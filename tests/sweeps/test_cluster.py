@@ -203,7 +203,7 @@ def test_preempted_requeued_and_timed_out_jobs_resume_to_the_metrics_of_a_run_ne
         *SMALL,
         f"data.dir={tiny_data}",
         f"paths.cache_dir={tmp_path}/cache",
-        "trainer.max_epochs=12",
+        "trainer.max_epochs=40",  # long enough (seconds) that each job is stopped as it trains, not after
         "seed=0,0,0,0",
         "hydra.launcher.timeout_min=9",
         "hydra.launcher.max_num_timeout=1",

@@ -92,7 +92,7 @@ def test_a_specialists_sweep_with_a_cancelled_specialist_is_watchable_and_still_
         f"paths.cache_dir={tmp_path}/cache",
         *TINY,
         "trainer.enable_progress_bar=true",
-        "trainer.max_epochs=12",
+        "trainer.max_epochs=40",  # long enough (seconds) that eyes is cancelled as it trains
         f"hydra.sweep.dir={sweep}",
     ]
     sweeping = subprocess.Popen(
@@ -103,7 +103,7 @@ def test_a_specialists_sweep_with_a_cancelled_specialist_is_watchable_and_still_
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
     try:
-        wait_for(lambda: (sweep / "0_eyes" / "hparams.yaml").is_file(), 240, "the eyes specialist training")
+        wait_for(lambda: (sweep / "0_eyes" / "config.yaml").is_file(), 240, "the eyes specialist starting")
         ids = {n: job for n, job in re.findall(r"#(\d+) : Slurm job (\S+) : .*specialist=eyes", log.read_text())}
         (eyes,) = ids.values()
         subprocess.run(["scancel", eyes], check=True)
@@ -131,7 +131,7 @@ def test_a_specialists_sweep_with_a_cancelled_specialist_is_watchable_and_still_
             job(name) + r"started\n(.*\n)*.*" + job(name) + r"finished, valid RMSE \d+\.\d{3} px\n", output
         )
     # a job's epoch as it trains, at most once a minute (each job here trains for seconds)
-    epochs = re.findall(rf"job \d+ \((kfkd:{sweep.name}:\w+), Slurm \d+\): epoch \d+/11\n", output)
+    epochs = re.findall(rf"job \d+ \((kfkd:{sweep.name}:\w+), Slurm \d+\): epoch \d+/39\n", output)
     assert epochs and len(set(epochs)) == len(epochs)
     # the summary names eyes alone, once
     assert "6 jobs in" in output and "1 of 6 jobs failed" in output
@@ -145,7 +145,7 @@ def test_a_specialists_sweep_with_a_cancelled_specialist_is_watchable_and_still_
     nose = (sweep / ".submitit").glob("*/*_log.out")
     logs = {p: p.read_text() for p in nose}
     assert logs and not any("\r" in text for text in logs.values())
-    assert any(len(re.findall(r"_nose: epoch \d+/11 ", text)) == 12 for text in logs.values())
+    assert any(len(re.findall(r"_nose: epoch \d+/39 ", text)) == 40 for text in logs.values())
 
     for tool in ["submit", "evaluate"]:
         extra = ["--out", str(tmp_path / "again.csv")] if tool == "submit" else []

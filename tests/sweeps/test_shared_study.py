@@ -116,7 +116,7 @@ def test_a_worker_killed_mid_trial_has_its_trial_failed_and_run_again_by_the_oth
     while its own trial still trains, and says so; the parameters run again."""
     sweep, command = search(tmp_path, tiny_data, postgres, n_trials=3)
     # trials that train for several grace periods, none stopped by the pruner at once
-    command = [c for c in command if not c.startswith(("trainer.max_epochs=", "schedule"))] + ["trainer.max_epochs=25"]
+    command = [c for c in command if not c.startswith(("trainer.max_epochs=", "schedule"))] + ["trainer.max_epochs=60"]
     logs = [tmp_path / "killed.log", tmp_path / "other.log"]
     killed, other = workers = [start(command, tmp_path, log) for log in logs]
     training = lambda log: launched(log) and (sweep / f"{launched(log)[-1]}_all" / "hparams.yaml").is_file()  # noqa: E731
