@@ -16,7 +16,7 @@ from keypoints.photos import video
 def frame_png(path: Path, clip, answer, skeleton, side: int = 320) -> None:
     """The middle frame of `clip` with the tracked faces drawn, cropped about the face, `side` px square."""
     t = len(answer) // 2
-    rgb = next(f for i, _, f in video.Source(str(clip.path)) if i == t)
+    rgb = next(f for i, _, f, _ in video.Source(str(clip.path)) if i == t)
     faces = [video.Tracked(k, box, points) for k, box, points in answer[t]]
     drawn = Image.fromarray(video.annotate(rgb, faces, skeleton))
     box = faces[0].box

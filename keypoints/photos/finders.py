@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from keypoints.core.errors import DataError
+from keypoints.data import framing
 
 
 def _cascade_file(name: str) -> Path:
@@ -68,3 +69,30 @@ class DlibHog:
     def __call__(self, grey: np.ndarray) -> np.ndarray:
         found = self.detector(np.ascontiguousarray(grey), self.upsample)
         return np.array([[r.left(), r.top(), r.right() + 1, r.bottom() + 1] for r in found], np.float64).reshape(-1, 4)
+
+
+class Confirm:
+    """A second opinion on a face already framed: how many of `cascade`'s windows, ungrouped, lie on the face's
+    upright crop (`side` px, its box `box` of that) at the face's own scale (`scales` of its box). A face
+    gathers many overlapping windows; a box another finder put on lettering or hair gathers few. A face is
+    confirmed by `windows` or more (0: every box is)."""
+
+    def __init__(self, cascade: str, side: int, box: float, scales: list[float], windows: int):
+        import cv2
+
+        self.classifier = cv2.CascadeClassifier(str(_cascade_file(cascade)))
+        if self.classifier.empty():
+            raise DataError(f"confirm.cascade={cascade}: OpenCV cannot load it as a cascade")
+        self.side, self.box, self.windows = side, box, windows
+        self.sizes = [round(s * box * side) for s in scales]
+
+    def __call__(self, grey: np.ndarray, frame: framing.Frame, box_side: float, max_step: float) -> bool:
+        """Whether the face framed by `frame`, whose finder's box would be `box_side` photo px, is confirmed
+        (the crop made as `frame.crop` makes it, with `max_step`)."""
+        if not self.windows:
+            return True
+        upright = framing.Frame(frame.cx, frame.cy, box_side / self.box, self.side, frame.angle)
+        found = self.classifier.detectMultiScale(
+            upright.crop(grey, max_step), 1.1, 0, minSize=(self.sizes[0],) * 2, maxSize=(self.sizes[1],) * 2
+        )
+        return len(found) >= self.windows

@@ -19,15 +19,20 @@ and conf/detect.yaml (finding, framing). The Python API:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import math
 import os
+import queue
 import sys
+import threading
 import time
 from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 from omegaconf import OmegaConf
@@ -45,7 +50,7 @@ HEADER = ["frame", "time_s", "track", "box_left", "box_top", "box_right", "box_b
 @dataclass
 class Tracked:
     track: int  # the face's id, kept while it is tracked
-    box: np.ndarray  # (4,): the box the face finder would give for the face's frame, in the image's pixels
+    box: np.ndarray  # (4,): the box the face finder would give for the face's (filtered) crop, in the image's pixels
     keypoints: np.ndarray  # (K, 2): x, y in the image's pixels (smoothed unless the tracker's smooth is off)
 
 
@@ -56,11 +61,17 @@ class _Track:
     frame: framing.Frame  # fitted to their anchors
     before: framing.Frame  # the frame before's fit: with `frame`, the face's motion
     filter: OneEuro | None
+    steady: OneEuro  # the frame's own filter (crop_smooth)
 
     def ahead(self) -> framing.Frame:
         """Where the face will be on the next frame if it keeps moving as it did: the crop it is predicted in."""
         f, b = self.frame, self.before
         return framing.Frame(2 * f.cx - b.cx, 2 * f.cy - b.cy, f.size**2 / b.size, f.pixels, 2 * f.angle - b.angle)
+
+    def moved(self, frame: framing.Frame, time_s: float) -> None:
+        """The face's frame on a new frame: its fit, smoothed (the roll in px at the face's side, as the rest)."""
+        cx, cy, size, turn = self.steady(time_s, (frame.cx, frame.cy, frame.size, frame.angle * frame.size), frame.size)
+        self.before, self.frame = self.frame, framing.Frame(cx, cy, size, frame.pixels, turn / size)
 
 
 def iou(a: np.ndarray, b: np.ndarray) -> float:
@@ -72,26 +83,41 @@ def iou(a: np.ndarray, b: np.ndarray) -> float:
     return inter / union if union > 0 else 0.0
 
 
+def off(crop: framing.Frame, face: framing.Frame) -> float:
+    """How far `face` sits from `crop`: the centres' distance over the crop's side, plus the sides' log ratio."""
+    return math.hypot(face.cx - crop.cx, face.cy - crop.cy) / crop.size + abs(math.log(face.size / crop.size))
+
+
 class Tracker:
     """Faces followed across the frames of one stream, by `detector` (keypoints.photos.detect.Detector).
 
     Each tracked face is cropped where its last two frames' keypoints put it, moving on as it moved (the
-    anchors fit of detect's refine step), predicted, re-framed from that prediction `refine` times and
-    predicted again. The face finder runs on the first frame, on a frame where a track is lost, and every
-    `finder_every.searching` frames while no face is tracked, `finder_every.tracking` while one is; its
-    boxes that overlap no tracked face (IoU under `iou`) start new tracks, framed and refined as detect
-    frames them. A track is lost when its anchors stop looking like a face (`looks_like_a_face`).
+    anchors fit of detect's refine step, through a filter of its own, `crop_smooth`), and predicted; where
+    the prediction sits more than `refine_over` off its crop, it is re-framed and predicted again, up to
+    `refine` times. The face finder runs on the first frame, on a frame where a track is lost, and every
+    `finder_every.searching` frames while no face is tracked, `finder_every.tracking` while one is (then
+    beside the next frames, its boxes taken `finder_wait` frames later); its boxes that overlap no tracked
+    face (IoU under `iou`) start new tracks, framed and refined as detect frames them, where a second
+    cascade confirms the face (`confirm`). A track is lost when its anchors stop looking like a face
+    (`looks_like_a_face`) or its centre leaves the image.
     `cfg`: conf/video.yaml's settings."""
 
     def __init__(self, detector: detect.Detector, cfg=None, smooth: bool = True):
+        from hydra.utils import instantiate
+
         if detector.anchors is None:
             raise DataError(
                 f"{detector.cfg.framing}: the model predicts none or only some of the anchors "
                 f"{detector.anchor_names}; tracking follows a face by them"
             )
-        self.detector, self.cfg, self.smooth = detector, cfg if cfg is not None else OmegaConf.load(SETTINGS), smooth
+        cfg = cfg if cfg is not None else OmegaConf.load(SETTINGS)
+        # Plain values: a DictConfig's attribute costs microseconds, and these are read many times a frame.
+        self.cfg = SimpleNamespace(**OmegaConf.to_container(cfg, resolve=True))
+        self.box_fit, self.min_face_px = OmegaConf.to_container(detector.cfg.box_to_frame), detector.cfg.min_face_px
+        self.detector, self.smooth, self.confirm = detector, smooth, instantiate(cfg.confirm)
         self.tracks: list[_Track] = []
         self.index, self.next_id, self.found_at = 0, 0, -math.inf  # found_at: the finder's last frame
+        self.search = None  # a search running beside the frames: (its frame, its future, the boxes tracked then)
 
     def frames(self, frames: Iterable[np.ndarray], fps: float = 30.0) -> Iterator[list[Tracked]]:
         """The tracked faces of each frame of `frames`, taken `fps` frames a second."""
@@ -100,26 +126,49 @@ class Tracker:
 
     def step(self, image: np.ndarray, time_s: float) -> list[Tracked]:
         """The tracked faces of the next frame, (H, W) grey or (H, W, 3) RGB uint8, taken at `time_s`."""
-        grey = images.grey(images.from_array(image))
+        grey = image if image.ndim == 2 and image.dtype == np.uint8 else images.grey(images.from_array(image))
         frames = [t.ahead() for t in self.tracks]
-        for _ in range(1 + self.cfg.refine):
-            points = self._predict(grey, frames)
-            fits = [self.fit(p) for p in points]
-            frames = [f if f is not None else a for (f, _), a in zip(fits, frames)]
-        kept = []
+        points = self._predict(grey, frames)
+        fits = [self.fit(p) for p in points]
+        for _ in range(self.cfg.refine):
+            # Predicted again, re-framed, only where the face sat well off its crop: a jump the motion did not
+            # foresee (a re-frame costs a pass of the net, and a steady crop gives steadier points).
+            again = [
+                i
+                for i, ((f, _), a) in enumerate(zip(fits, frames))
+                if f is not None and off(a, f) > self.cfg.refine_over
+            ]
+            for i, p in zip(again, self._predict(grey, [fits[i][0] for i in again])):
+                frames[i], points[i], fits[i] = fits[i][0], p, self.fit(p)
+        kept, (h, w) = [], grey.shape
         for track, p, (frame, residual) in zip(self.tracks, points, fits):
-            if self.looks_like_a_face(frame, residual):
-                track.points, track.before, track.frame = p, track.frame, frame
+            # A face whose centre has left the image is lost: its keypoints would only be guessed.
+            if self.looks_like_a_face(frame, residual) and 0 <= frame.cx < w and 0 <= frame.cy < h:
+                track.points = p
+                track.moved(frame, time_s)
                 kept.append(track)
         lost = len(kept) < len(self.tracks)
         # Two tracks that drifted onto one face: the older one keeps it.
         self.tracks = [
             t for i, t in enumerate(kept) if all(iou(self.box(t), self.box(o)) < self.cfg.iou for o in kept[:i])
         ]
-        every = self.cfg.finder_every.tracking if self.tracks else self.cfg.finder_every.searching
+        every = self.cfg.finder_every["tracking" if self.tracks else "searching"]
+        tracked = [self.box(t) for t in self.tracks]
         if self.index - self.found_at >= every or lost:
-            self._find(grey)
+            if self.tracks and not lost and self.cfg.finder_wait and self.search is None:
+                # While every face is tracked, a further one can wait: the finder searches beside the next frames.
+                pool = ThreadPoolExecutor(1)
+                self.search = self.index, pool.submit(self._found, grey, False), tracked
+                pool.shutdown(wait=False)  # its thread ends with the search
+            else:
+                self._find(grey, self._found(grey, not self.tracks), tracked)
             self.found_at = self.index
+        if self.search is not None and self.index - self.search[0] >= self.cfg.finder_wait:
+            _, search, then = self.search
+            self.search = None
+            # Its boxes were found on an earlier frame: new faces are those that overlapped no tracked face then
+            # and overlap none now; they are framed on this frame, from where they were.
+            self._find(grey, search.result(), then + tracked)
         self.index += 1
         return [self._output(t, time_s) for t in self.tracks]
 
@@ -139,30 +188,29 @@ class Tracker:
     def looks_like_a_face(self, frame: framing.Frame | None, residual: float) -> bool:
         """Whether a fit (`fit`) is a face's: its anchors near their canonical places, and its box no smaller
         than the smallest face detect frames (a track that shrinks onto a speck is lost)."""
-        return residual <= self.cfg.lost_residual and self._side(frame) >= self.detector.cfg.min_face_px
+        return residual <= self.cfg.lost_residual and self._side(frame) >= self.min_face_px
 
     def _side(self, frame: framing.Frame) -> float:
         """The side of the box the face finder would give for `frame`."""
-        return frame.size / self.detector.cfg.box_to_frame.size
+        return frame.size / self.box_fit["size"]
 
     def box(self, track: _Track) -> np.ndarray:
         """The box the face finder would give for the track's frame: detect's box-to-frame map inverted."""
-        fit = self.detector.cfg.box_to_frame
         side = self._side(track.frame)
-        left, top = track.frame.cx - fit.x * side, track.frame.cy - fit.y * side
+        left, top = track.frame.cx - self.box_fit["x"] * side, track.frame.cy - self.box_fit["y"] * side
         return np.array([left, top, left + side, top + side])
 
     def _predict(self, grey: np.ndarray, frames: list[framing.Frame]) -> list[np.ndarray]:
         return self.detector.predict(grey, frames, dict.fromkeys(detect.STAGES, 0.0))
 
-    def _find(self, grey: np.ndarray) -> None:
-        """New tracks for the finder's faces that no tracked face overlaps, framed and refined as detect does."""
+    def _find(self, grey: np.ndarray, found: list[tuple[np.ndarray, framing.Frame]], tracked: list[np.ndarray]):
+        """New tracks for the finder's faces (`_found`) that overlap none of the `tracked` boxes, framed and
+        refined on `grey` as detect does."""
         d = self.detector
-        tracked = [self.box(t) for t in self.tracks]
         frames = [
             f
-            for b, f in self._found(grey)
-            if math.sqrt((b[2] - b[0]) * (b[3] - b[1])) >= d.cfg.min_face_px
+            for b, f in found
+            if math.sqrt((b[2] - b[0]) * (b[3] - b[1])) >= self.min_face_px
             and all(iou(b, t) < self.cfg.iou for t in tracked)
         ]
         points = self._predict(grey, frames)
@@ -170,21 +218,23 @@ class Tracker:
             points = self._predict(grey, [f for f in (self.fit(p)[0] for p in points) if f is not None])
         for p in points:
             frame, residual = self.fit(p)
-            if self.looks_like_a_face(frame, residual):  # a box the model does not see a face in starts nothing
+            # A box the model does not see a face in, or the second cascade does not confirm, starts nothing.
+            if self.looks_like_a_face(frame, residual) and self.confirm(grey, frame, self._side(frame), d.cfg.max_step):
                 smoother = OneEuro(**self.cfg.smooth) if self.smooth else None
-                self.tracks.append(_Track(self.next_id, p, frame, frame, smoother))
+                steady = OneEuro(**self.cfg.crop_smooth)
+                self.tracks.append(_Track(self.next_id, p, frame, frame, smoother, steady))
                 self.next_id += 1
 
-    def _found(self, grey: np.ndarray) -> list[tuple[np.ndarray, framing.Frame]]:
-        """The finder's boxes on the frame reduced to `finder_side`, each with the face's frame. While no face
-        is tracked, and nothing is found upright, the frame is turned by each of `finder_rolls` in turn (the
-        finder misses a rolled face); a box found there is given in the turned frame's pixels, its face's
-        frame turned back."""
+    def _found(self, grey: np.ndarray, rolls: bool) -> list[tuple[np.ndarray, framing.Frame]]:
+        """The finder's boxes on the frame reduced to `finder_side`, each with the face's frame. With `rolls`
+        (while no face is tracked), where nothing is found upright, the frame is turned by each of
+        `finder_rolls` in turn (the finder misses a rolled face); a box found there is given in the turned
+        frame's pixels, its face's frame turned back."""
         import cv2
 
         d = self.detector
         h, w = grey.shape
-        for roll in [0, *(self.cfg.finder_rolls if not self.tracks else [])]:
+        for roll in [0, *(self.cfg.finder_rolls if rolls else [])]:
             turn = cv2.getRotationMatrix2D((w / 2, h / 2), roll, 1.0)  # the frame's pixels -> the turned frame's
             turned = cv2.warpAffine(grey, turn, (w, h), borderMode=cv2.BORDER_REPLICATE) if roll else grey
             boxes = detect.boxes(d.finder, turned, self.cfg.finder_side)
@@ -238,6 +288,9 @@ class Source:
             raise DataError(f"{path}: no such file or folder; give a video file or a folder of frames")
 
     def _open(self, what, problem: str, advice: str) -> None:
+        # FFmpeg (in OpenCV) would print its own lines about a damaged file; the error says it in one. OpenCV
+        # reads this when it first opens a video in the process.
+        os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
         import cv2
 
         self.capture = cv2.VideoCapture(what)
@@ -250,7 +303,40 @@ class Source:
         self.fps = self.capture.get(cv2.CAP_PROP_FPS) or self.fps
         self.frame_count = int(self.capture.get(cv2.CAP_PROP_FRAME_COUNT))
 
-    def __iter__(self) -> Iterator[tuple[int, float, np.ndarray]]:
+    def __iter__(self) -> Iterator[tuple[int, float, np.ndarray, np.ndarray]]:
+        """The frames as (index, time_s, RGB, grey), read, decoded and made grey by a thread of their own
+        (OpenCV and Pillow let go of Python's lock meanwhile), so that the next frame is made ready beside the
+        work on this one, on another core; the reader's error, if any, after the frames before it."""
+        ahead = queue.Queue(maxsize=2)
+        stop = threading.Event()
+
+        def put(item) -> bool:
+            """Hand `item` on, unless the consumer has stopped: whether it went."""
+            while not stop.is_set():
+                with contextlib.suppress(queue.Full):
+                    ahead.put(item, timeout=0.1)
+                    return True
+            return False
+
+        def read() -> None:
+            try:
+                if all(put((i, t, rgb, images.grey(images.from_array(rgb)))) for i, t, rgb in self._read()):
+                    put(None)  # the end
+            except Exception as error:  # noqa: BLE001 - raised again in the consumer's thread
+                put(error)
+
+        reader = threading.Thread(target=read, daemon=True)
+        reader.start()
+        try:
+            while (item := ahead.get()) is not None:
+                if isinstance(item, Exception):
+                    raise item
+                yield item
+        finally:  # the consumer stopped early (q, Ctrl-C): the reader stops too
+            stop.set()
+            reader.join()
+
+    def _read(self) -> Iterator[tuple[int, float, np.ndarray]]:
         import cv2
 
         if self.files is not None:
@@ -341,8 +427,6 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--no-smooth", action="store_true", help="keypoints as predicted, without the One Euro filter")
     parser.add_argument("--show", action="store_true", help="show the annotated frames in a window (q stops)")
     args = parser.parse_args(argv)
-    # FFmpeg (in OpenCV) would print its own lines about a damaged file; the command says it in one.
-    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
     cfg = OmegaConf.load(SETTINGS)
     model = args.model or cfg.model
     if model is None:
@@ -367,8 +451,8 @@ def main(argv: list[str] | None = None) -> None:
             else None
         )
         bar = tqdm(source, total=source.total, desc="frames", unit="frame", file=sys.stderr)
-        for i, t, rgb in bar:
-            found = tracker.step(rgb, t)
+        for i, t, rgb, grey in bar:
+            found = tracker.step(grey, t)
             for face in found:
                 values = ["" if np.isnan(v) else round(float(v), 2) for v in face.keypoints.reshape(-1)]
                 rows.writerow([i, round(t, 4), face.track, *np.round(face.box, 2).tolist(), *values])

@@ -9,6 +9,7 @@ tiny run whose net always answers the canonical layout."""
 import csv
 import subprocess
 import sys
+import threading
 
 import av
 import cv2
@@ -16,6 +17,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import KAGGLE15, ROOT, face68, make_run
+from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from PIL import Image
 
@@ -90,7 +92,8 @@ def tracker(noise=0.0, smooth=True, **settings):
     """A Tracker of the stand-in model and finder, the frame indexes the finder ran on kept in `.calls`;
     `settings` override conf/video.yaml's."""
     upright = OmegaConf.merge(detect.settings(), {"rotate": False})  # a disc has no roll for the model to see
-    cfg = OmegaConf.merge(OmegaConf.load(SETTINGS), {"finder_rolls": []}, settings)
+    # Nothing confirms a disc as a face: every box is (test_a_box_the_second_cascade_does_not_confirm...).
+    cfg = OmegaConf.merge(OmegaConf.load(SETTINGS), {"finder_rolls": [], "confirm": {"windows": 0}}, settings)
     t = video.Tracker(detect.Detector(DiscModel(noise), cfg=upright), cfg, smooth=smooth)
     t.calls = []
     t.detector.finder = lambda grey: t.calls.append(t.index) or blobs(grey)
@@ -131,7 +134,7 @@ def test_one_euro_keeps_a_constant_and_follows_a_step_faster_when_beta_is_higher
 
 
 def test_the_finder_runs_on_frame_0_on_a_loss_and_every_n_frames_and_a_face_that_comes_back_gets_a_track():
-    t = tracker(finder_every={"searching": 5, "tracking": 10})
+    t = tracker(finder_every={"searching": 5, "tracking": 10}, finder_wait=0)  # each search on its own frame
     # Moving right; gone on frames 12-17; back from frame 18.
     frames = clip(lambda i: None if 12 <= i < 18 else (40 + 2 * i, 60), n=30)
     out = list(t.frames(frames))
@@ -142,6 +145,15 @@ def test_the_finder_runs_on_frame_0_on_a_loss_and_every_n_frames_and_a_face_that
     assert back == 22 and {f.track for f in out[back]} == {1}  # found again at the next search, with a new id
     seen = list(range(12)) + list(range(back, 30))
     assert follows([c for i in seen for c in centres(out[i]).values()], [(40 + 2 * i, 60) for i in seen])
+
+
+@pytest.mark.parametrize("wait", [0, 3])
+def test_while_a_face_is_tracked_a_further_one_is_tracked_finder_wait_frames_after_the_search_that_found_it(wait):
+    t = tracker(finder_every={"searching": 5, "tracking": 10}, finder_wait=wait)
+    frames = clip(lambda i: (40, 60), lambda i: (120, 60) if i >= 4 else None, n=20)  # the second from frame 4
+    out = list(t.frames(frames))
+    assert [len(f) for f in out] == [1] * (10 + wait) + [2] * (10 - wait)  # searched on frame 10, beside the frames
+    assert {f.track for f in out[-1]} == {0, 1}
 
 
 def test_two_faces_keep_their_ids():
@@ -168,6 +180,77 @@ def test_smoothing_steadies_a_still_face():
 
     raw, smoothed = jitter(False), jitter(True)
     assert smoothed < 0.7 * raw, (raw, smoothed)
+
+
+def test_a_face_that_jumps_is_re_framed_on_the_same_frame_and_a_steady_one_costs_one_pass():
+    frames = clip(lambda i: (50, 60) if i < 10 else (75, 60), n=12)
+
+    def run(refine):
+        t = tracker(refine=refine, smooth=False)
+        passes = []
+        predict = t._predict
+        t._predict = lambda grey, crops: passes.append((t.index, len(crops))) or predict(grey, crops)
+        out = list(t.frames(frames))
+        moved = out[10][0].keypoints.mean(0)[0] - out[9][0].keypoints.mean(0)[0]
+        return moved, [(i, n) for i, n in passes if i in (5, 10) and n]
+
+    followed, passes = run(2)
+    assert followed == pytest.approx(25, abs=1), followed
+    assert passes[0] == (5, 1) and passes[1:] in ([(10, 1)] * 2, [(10, 1)] * 3)  # still: one pass; the jump: more
+    lagged, passes = run(0)
+    assert abs(lagged - 25) > 3 and passes == [(5, 1), (10, 1)], lagged
+
+
+def test_a_still_faces_crops_are_steadied_by_their_own_filter():
+    frames = clip(lambda i: (80, 60), n=40)
+
+    def moves(crop_smooth):
+        out = list(tracker(noise=0.5, smooth=False, crop_smooth=crop_smooth).frames(frames))
+        boxes = np.array([f[0].box for f in out[10:]])
+        return np.abs(np.diff(boxes, axis=0)).mean()
+
+    steady = moves(OmegaConf.load(SETTINGS).crop_smooth)
+    unfiltered = moves({"min_cutoff": 1e6, "beta": 0.0, "d_cutoff": 1.0})  # a cutoff that lets all through
+    assert steady < 0.5 * unfiltered, (steady, unfiltered)
+
+
+@pytest.fixture
+def face_photo() -> np.ndarray:
+    path = ROOT.parent / "shared" / "data" / "photos" / "Martin_Sheen_01.jpg"  # one face, 282x329
+    if not path.is_file():
+        pytest.skip(f"{path} is absent")
+    return np.asarray(Image.open(path).convert("L"))
+
+
+def test_the_second_cascade_confirms_a_real_face_and_not_the_wall_beside_it(face_photo):
+    cfg = detect.settings()
+    box = detect.boxes(instantiate(cfg.finder), face_photo, 1600)[0]
+    frame = framing.from_box(box, cfg.box_to_frame, 96)
+    side = box[2] - box[0]
+    confirm = instantiate(OmegaConf.load(SETTINGS).confirm)
+    assert confirm(face_photo, frame, side, cfg.max_step)
+    blank = np.full_like(face_photo, 128)
+    assert not confirm(blank, frame, side, cfg.max_step)
+    assert instantiate(OmegaConf.load(SETTINGS).confirm, windows=0)(blank, frame, side, cfg.max_step)
+
+
+def test_a_box_the_second_cascade_does_not_confirm_starts_no_track():
+    on = tracker(confirm=OmegaConf.load(SETTINGS).confirm)  # the real cascade, which sees no face in a disc
+    off = tracker()
+    frames = clip(lambda i: (80, 60), n=6)
+    assert all(faces == [] for faces in on.frames(frames)) and on.calls == [0, 5]  # searched on, found nothing
+    assert all(len(faces) == 1 for faces in off.frames(frames))
+
+
+def test_a_reader_stopped_early_stops_its_thread(tmp_path):
+    source = video.Source(str(write_mp4(tmp_path / "in.mp4", clip(lambda i: (80, 60), n=30))))
+    before = threading.active_count()
+    frames = iter(source)
+    assert [next(frames)[0] for _ in range(3)] == [0, 1, 2]
+    assert threading.active_count() == before + 1  # the reader, ahead of the consumer
+    frames.close()  # what a `break` out of the loop does
+    assert threading.active_count() == before
+    source.close()
 
 
 # --- the command ----------------------------------------------------------------------------------
@@ -214,7 +297,9 @@ def canonical_run68(tiny_coco68, tmp_path_factory):
 
 @pytest.fixture
 def blob_finder(monkeypatch):
+    """The blob finder for the command, whose discs the second cascade would not confirm."""
     monkeypatch.setattr(finders.Cascade, "__call__", lambda self, grey: blobs(grey))
+    monkeypatch.setattr(finders.Confirm, "__call__", lambda self, *args: True)
 
 
 def write_mp4(path, frames, fps=30, index_first=False):
