@@ -24,6 +24,10 @@ class OneEuro:
 
     def __init__(self, min_cutoff: float, beta: float, d_cutoff: float):
         self.min_cutoff, self.beta, self.d_cutoff = min_cutoff, beta, d_cutoff
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget the signal: the next sample is taken as it is."""
         self.t = self.x = self.dx = None
 
     def __call__(self, t: float, x: np.ndarray, scale: float = 1.0) -> np.ndarray:

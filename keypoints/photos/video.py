@@ -68,8 +68,12 @@ class _Track:
         f, b = self.frame, self.before
         return framing.Frame(2 * f.cx - b.cx, 2 * f.cy - b.cy, f.size**2 / b.size, f.pixels, 2 * f.angle - b.angle)
 
-    def moved(self, frame: framing.Frame, time_s: float) -> None:
-        """The face's frame on a new frame: its fit, smoothed (the roll in px at the face's side, as the rest)."""
+    def moved(self, frame: framing.Frame, time_s: float, jumped: bool) -> None:
+        """The face's frame on a new frame: its fit, smoothed (the roll in px at the face's side, as the rest),
+        unless it `jumped` (it was re-framed): then the filter starts again from the fit, since what it held
+        is where the face no longer is."""
+        if jumped:
+            self.steady.reset()
         cx, cy, size, turn = self.steady(time_s, (frame.cx, frame.cy, frame.size, frame.angle * frame.size), frame.size)
         self.before, self.frame = self.frame, framing.Frame(cx, cy, size, frame.pixels, turn / size)
 
@@ -130,6 +134,9 @@ class Tracker:
         frames = [t.ahead() for t in self.tracks]
         points = self._predict(grey, frames)
         fits = [self.fit(p) for p in points]
+        first = [off(a, f) if f is not None else 0.0 for a, (f, _) in zip(frames, fits)]
+        expected = [self.box(a) for a in frames]
+        jumped = set()
         for _ in range(self.cfg.refine):
             # Predicted again, re-framed, only where the face sat well off its crop: a jump the motion did not
             # foresee (a re-frame costs a pass of the net, and a steady crop gives steadier points).
@@ -140,28 +147,45 @@ class Tracker:
             ]
             for i, p in zip(again, self._predict(grey, [fits[i][0] for i in again])):
                 frames[i], points[i], fits[i] = fits[i][0], p, self.fit(p)
+            jumped.update(again)
+        # Where the first crop was far off (the face moved faster than its track knew), the re-frames may settle
+        # on the wrong place, since the net follows its crop: the finder's box that overlaps the crop most, framed
+        # as detect frames it, puts the face back.
+        far = [i for i, o in enumerate(first) if o > self.cfg.refind_over]
+        found = self._found(grey, [0]) if far else []
+        for i in far:
+            overlaps = [iou(b, expected[i]) for b, _ in found]
+            if overlaps and max(overlaps) > 0:
+                (points[i],) = self._framed(grey, [found[int(np.argmax(overlaps))][1]])
+                fits[i] = self.fit(points[i])
+                jumped.add(i)
         kept, (h, w) = [], grey.shape
-        for track, p, (frame, residual) in zip(self.tracks, points, fits):
+        for i, (track, p, (frame, residual)) in enumerate(zip(self.tracks, points, fits)):
             # A face whose centre has left the image is lost: its keypoints would only be guessed.
             if self.looks_like_a_face(frame, residual) and 0 <= frame.cx < w and 0 <= frame.cy < h:
                 track.points = p
-                track.moved(frame, time_s)
+                track.moved(frame, time_s, i in jumped)
                 kept.append(track)
         lost = len(kept) < len(self.tracks)
         # Two tracks that drifted onto one face: the older one keeps it.
         self.tracks = [
-            t for i, t in enumerate(kept) if all(iou(self.box(t), self.box(o)) < self.cfg.iou for o in kept[:i])
+            t
+            for i, t in enumerate(kept)
+            if all(iou(self.box(t.frame), self.box(o.frame)) < self.cfg.iou for o in kept[:i])
         ]
         every = self.cfg.finder_every["tracking" if self.tracks else "searching"]
-        tracked = [self.box(t) for t in self.tracks]
-        if self.index - self.found_at >= every or lost:
+        tracked = [self.box(t.frame) for t in self.tracks]
+        if far:  # the finder searched this frame already: its other boxes may be new faces
+            self._find(grey, found if found or self.tracks else self._found(grey, self.cfg.finder_rolls), tracked)
+            self.found_at = self.index
+        elif self.index - self.found_at >= every or lost:
             if self.tracks and not lost and self.cfg.finder_wait and self.search is None:
                 # While every face is tracked, a further one can wait: the finder searches beside the next frames.
                 pool = ThreadPoolExecutor(1)
-                self.search = self.index, pool.submit(self._found, grey, False), tracked
+                self.search = self.index, pool.submit(self._found, grey, [0]), tracked
                 pool.shutdown(wait=False)  # its thread ends with the search
             else:
-                self._find(grey, self._found(grey, not self.tracks), tracked)
+                self._find(grey, self._found(grey, [0, *([] if self.tracks else self.cfg.finder_rolls)]), tracked)
             self.found_at = self.index
         if self.search is not None and self.index - self.search[0] >= self.cfg.finder_wait:
             _, search, then = self.search
@@ -194,10 +218,10 @@ class Tracker:
         """The side of the box the face finder would give for `frame`."""
         return frame.size / self.box_fit["size"]
 
-    def box(self, track: _Track) -> np.ndarray:
-        """The box the face finder would give for the track's frame: detect's box-to-frame map inverted."""
-        side = self._side(track.frame)
-        left, top = track.frame.cx - self.box_fit["x"] * side, track.frame.cy - self.box_fit["y"] * side
+    def box(self, frame: framing.Frame) -> np.ndarray:
+        """The box the face finder would give for a face's frame: detect's box-to-frame map inverted."""
+        side = self._side(frame)
+        left, top = frame.cx - self.box_fit["x"] * side, frame.cy - self.box_fit["y"] * side
         return np.array([left, top, left + side, top + side])
 
     def _predict(self, grey: np.ndarray, frames: list[framing.Frame]) -> list[np.ndarray]:
@@ -213,10 +237,7 @@ class Tracker:
             if math.sqrt((b[2] - b[0]) * (b[3] - b[1])) >= self.min_face_px
             and all(iou(b, t) < self.cfg.iou for t in tracked)
         ]
-        points = self._predict(grey, frames)
-        for _ in range(d.cfg.refine):
-            points = self._predict(grey, [f for f in (self.fit(p)[0] for p in points) if f is not None])
-        for p in points:
+        for p in self._framed(grey, frames):
             frame, residual = self.fit(p)
             # A box the model does not see a face in, or the second cascade does not confirm, starts nothing.
             if self.looks_like_a_face(frame, residual) and self.confirm(grey, frame, self._side(frame), d.cfg.max_step):
@@ -225,16 +246,26 @@ class Tracker:
                 self.tracks.append(_Track(self.next_id, p, frame, frame, smoother, steady))
                 self.next_id += 1
 
-    def _found(self, grey: np.ndarray, rolls: bool) -> list[tuple[np.ndarray, framing.Frame]]:
-        """The finder's boxes on the frame reduced to `finder_side`, each with the face's frame. With `rolls`
-        (while no face is tracked), where nothing is found upright, the frame is turned by each of
-        `finder_rolls` in turn (the finder misses a rolled face); a box found there is given in the turned
-        frame's pixels, its face's frame turned back."""
+    def _framed(self, grey: np.ndarray, frames: list[framing.Frame]) -> list[np.ndarray]:
+        """The predictions for faces framed from finder boxes (`frames`), re-framed as detect re-frames them."""
+        points = self._predict(grey, frames)
+        for _ in range(self.detector.cfg.refine):
+            fits = [self.fit(p)[0] for p in points]
+            again = [i for i, f in enumerate(fits) if f is not None]
+            for i, p in zip(again, self._predict(grey, [fits[i] for i in again])):
+                points[i] = p
+        return points
+
+    def _found(self, grey: np.ndarray, rolls: list[float]) -> list[tuple[np.ndarray, framing.Frame]]:
+        """The finder's boxes on the frame reduced to `finder_side`, each with the face's frame: on the frame
+        turned by each of `rolls` degrees in turn (0: upright), until one gives any. While no face is tracked,
+        `finder_rolls` follow the upright search, since the finder misses a rolled face; a box found on a
+        turned frame is given in its pixels, its face's frame turned back."""
         import cv2
 
         d = self.detector
         h, w = grey.shape
-        for roll in [0, *(self.cfg.finder_rolls if rolls else [])]:
+        for roll in rolls:
             turn = cv2.getRotationMatrix2D((w / 2, h / 2), roll, 1.0)  # the frame's pixels -> the turned frame's
             turned = cv2.warpAffine(grey, turn, (w, h), borderMode=cv2.BORDER_REPLICATE) if roll else grey
             boxes = detect.boxes(d.finder, turned, self.cfg.finder_side)
@@ -251,7 +282,7 @@ class Tracker:
     def _output(self, track: _Track, time_s: float) -> Tracked:
         # Smoothed in units of the face's side, so that the same settings suit a face near and far.
         points = track.filter(time_s, track.points, track.frame.size) if track.filter else track.points
-        return Tracked(track.id, self.box(track), self.detector.as_keypoints(points))
+        return Tracked(track.id, self.box(track.frame), self.detector.as_keypoints(points))
 
 
 # --- reading frames ---------------------------------------------------------------------------------
