@@ -143,9 +143,9 @@ def train_flops_per_image(cfg, n_outputs: int) -> float:
     return counter.get_total_flops() / 8
 
 
-def matmul_peak(dtype: torch.dtype, device: str = "cpu", repeats: int = 5) -> float:
+def matmul_peak(dtype: torch.dtype, device: str = "cpu", repeats: int = 5, n: int | None = None) -> float:
     """FLOP/s of the best of `repeats` n x n matmuls on random data (n = 4096 on a CPU, 8192 on a GPU)."""
-    n = 8192 if device == "cuda" else 4096
+    n = n or (8192 if device == "cuda" else 4096)
     a, b = torch.randn(n, n, dtype=dtype, device=device), torch.randn(n, n, dtype=dtype, device=device)
     a @ b
     best = min(_timed(lambda: a @ b, device) for _ in range(repeats))
@@ -175,6 +175,9 @@ def main():
         help="cuda: trainer=gpu, data on the GPU, and the CUDA graph loops beside",
     )
     parser.add_argument("--json", help="also write every figure to this JSON file")
+    parser.add_argument(
+        "--peak-size", type=int, help="n of the n x n matmuls that measure the peak (default 4096 on CPU, 8192 on GPU)"
+    )
     parser.add_argument("overrides", nargs="*", help="Hydra overrides, as for train.py")
     args = parser.parse_args()
     cuda = args.device == "cuda"
@@ -231,7 +234,7 @@ def main():
             ).stdout.split()[-1]
         )
     flops = train_flops_per_image(cfg, train[1].shape[1])
-    peak = matmul_peak(torch.bfloat16 if bf16 else torch.float32, args.device)
+    peak = matmul_peak(torch.bfloat16 if bf16 else torch.float32, args.device, n=args.peak_size)
     kind = "bf16" if bf16 else "fp32"
     runs, failed = {name: [] for name in loops}, {}
     for r in range(args.repeats):

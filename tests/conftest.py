@@ -51,6 +51,13 @@ def realfaces() -> Path:
     return REALFACES
 
 
+@pytest.fixture(scope="session")
+def realfaces_cache(tmp_path_factory) -> Path:
+    """One paths.cache_dir for the tests that train on realfaces: its CSVs' pixels are parsed once (about
+    10 s on a 2-core host) and read back from the cache by the runs and tests that follow."""
+    return tmp_path_factory.mktemp("realfaces_cache")
+
+
 def compose(*overrides: str):
     """The config `python train.py OVERRIDES` would run, composed by Hydra's API."""
     from hydra import compose as hydra_compose
@@ -134,13 +141,18 @@ def unavailable(why: str):
 
 
 @pytest.fixture
-def slurm():
-    """A Slurm cluster with an idle or working node; its jobs that a test left running are cancelled after it."""
+def slurm(monkeypatch):
+    """A Slurm cluster with an idle or working node; its jobs that a test left running are cancelled after it.
+    The sweeps the test starts ask sacct each second, and wait 2 s, not 15, for the result of a job that
+    Slurm says has ended: the results are on this machine's disk (keypoints/sweeps/cluster.py)."""
+    monkeypatch.setenv("KFKD_SLURM_POLL_S", "1")
+    monkeypatch.setenv("KFKD_SLURM_RESULT_GRACE_S", "2")
     try:
         nodes = subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True, timeout=10)
     except (OSError, subprocess.TimeoutExpired) as e:
         unavailable(f"no Slurm cluster answers here ({e})")
-    if nodes.returncode or not {"idle", "mixed", "allocated"} & set(nodes.stdout.split()):
+    # completing: up, and still cleaning up after a job that the previous test cancelled or killed
+    if nodes.returncode or not {"idle", "mixed", "allocated", "completing"} & set(nodes.stdout.split()):
         unavailable(
             f"no Slurm node is up here ({(nodes.stderr or nodes.stdout or 'none').strip().splitlines()[0][:200]})"
         )

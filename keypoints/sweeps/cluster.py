@@ -43,10 +43,11 @@ from keypoints.training.faults import resume_checkpoint
 from keypoints.training.rundir import saved_config
 
 log = logging.getLogger(__name__)
-POLL_S = 5  # how often the launcher asks sacct about its jobs: one call for all of them
-RESULT_GRACE_S = (
-    15  # how long a result may take to show on a shared file system after its job ended (submitit's figure)
-)
+# Seconds between the launcher's questions to sacct (one call for all its jobs), and how long a result may take
+# to show on a shared file system after its job ended (submitit's figure). A one-node cluster on local disk (the
+# tests') may ask more often and wait less: KFKD_SLURM_POLL_S, KFKD_SLURM_RESULT_GRACE_S.
+POLL_S = float(os.environ.get("KFKD_SLURM_POLL_S", 5))
+RESULT_GRACE_S = float(os.environ.get("KFKD_SLURM_RESULT_GRACE_S", 15))
 
 
 def launch(launcher, job_overrides, initial_job_idx: int) -> list[JobReturn]:

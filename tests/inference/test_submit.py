@@ -186,8 +186,8 @@ def test_tiny_sweep_trains_six_specialists_from_one_base_net_and_submits(tiny_da
 
 
 @pytest.mark.slow
-def test_realfaces_sweep_submits_one_row_per_lookup_row(realfaces, tmp_path):
-    sweep, _ = run_pipeline(tmp_path, realfaces, f"paths.cache_dir={tmp_path}/cache")
+def test_realfaces_sweep_submits_one_row_per_lookup_row(realfaces, realfaces_cache, tmp_path):
+    sweep, _ = run_pipeline(tmp_path, realfaces, f"paths.cache_dir={realfaces_cache}")
     result = pd.read_csv(sweep / "submission.csv")
     assert len(result) == 10130 == len(pd.read_csv(realfaces / "IdLookupTable.csv"))
     assert result["Location"].notna().all() and result["Location"].between(0, 96).all()

@@ -2,6 +2,7 @@
 .ci/services starts, the specialists' sweep, failed and cancelled jobs, and preempted, requeued and timed
 out jobs that resume to the metrics of a run never stopped."""
 
+import contextlib
 import json
 import os
 import re
@@ -91,17 +92,33 @@ def test_the_specialists_sweep_on_slurm_leaves_what_the_local_launcher_leaves(sl
     """The base net and the six specialists, each a Slurm job: the same runs, curves, submission and
     summary as the same sweep run on this machine."""
     args = ["data=kaggle", f"data.dir={tiny_data}", f"paths.cache_dir={tmp_path}/cache", *TINY, "trainer.max_epochs=2"]
-    outputs = {}
-    for where, launcher in [("local", []), ("slurm", list(SLURM))]:
-        proc = subprocess.run(
-            [sys.executable, "-m", "keypoints", "specialists", *launcher, *args, f"hydra.sweep.dir={tmp_path}/{where}"],
-            cwd=tmp_path,
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
-        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-        outputs[where] = proc.stdout
+    # Both sweeps at once: the local one trains while the Slurm jobs start (each job spends most of its
+    # seconds importing), so the test takes about as long as the Slurm sweep alone.
+    sweeps, outputs = {}, {}
+    with contextlib.ExitStack() as files:
+        for where, launcher in [("local", []), ("slurm", list(SLURM))]:
+            sweeps[where] = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "keypoints",
+                    "specialists",
+                    *launcher,
+                    *args,
+                    f"hydra.sweep.dir={tmp_path}/{where}",
+                ],
+                cwd=tmp_path,
+                stdout=files.enter_context(open(tmp_path / f"{where}.out", "w")),
+                stderr=files.enter_context(open(tmp_path / f"{where}.err", "w")),
+            )
+        try:
+            for where, proc in sweeps.items():
+                code = proc.wait(timeout=300)
+                outputs[where] = (tmp_path / f"{where}.out").read_text()
+                assert code == 0, outputs[where][-3000:] + (tmp_path / f"{where}.err").read_text()[-3000:]
+        finally:
+            for proc in sweeps.values():
+                proc.kill()
     local, slurm_sweep = tmp_path / "local", tmp_path / "slurm"
 
     def layout(sweep):  # the files, but for TensorBoard's names (they hold the time and process id)

@@ -2,6 +2,7 @@
 middle of a search and a rerun, a specialist cancelled in a sweep on Slurm (and what the sweep still
 gives), and a controller that does not answer."""
 
+import logging
 import os
 import re
 import shlex
@@ -14,6 +15,8 @@ from conftest import ROOT, TINY
 from test_cluster import SLURM, wait_for
 from test_search import tiny_search
 from test_shared_study import HEARTBEAT, start
+
+from keypoints.cli import main as kfkd
 
 State = optuna.trial.TrialState
 SERVICES = ROOT / ".ci" / "services"
@@ -77,7 +80,7 @@ def test_a_database_lost_mid_trial_is_one_line_and_the_printed_command_goes_on(p
 @pytest.mark.slow
 @pytest.mark.timeout(400)
 def test_a_specialists_sweep_with_a_cancelled_specialist_is_watchable_and_still_gives_what_it_can(
-    slurm, tiny_data, tmp_path
+    slurm, tiny_data, tmp_path, caplog, capsys
 ):
     """The base net and six specialists as Slurm jobs, named for what they run; eyes is cancelled as it
     trains. The sweep says as each job starts, trains, ends or is cancelled; it still writes the curves of
@@ -147,21 +150,20 @@ def test_a_specialists_sweep_with_a_cancelled_specialist_is_watchable_and_still_
     assert logs and not any("\r" in text for text in logs.values())
     assert any(len(re.findall(r"_nose: epoch \d+/39 ", text)) == 40 for text in logs.values())
 
+    # `kfkd submit` and `kfkd evaluate` in this process (as tests/inference does): no interpreter to start
     for tool in ["submit", "evaluate"]:
         extra = ["--out", str(tmp_path / "again.csv")] if tool == "submit" else []
-        proc = subprocess.run(
-            [sys.executable, "-m", "keypoints", tool, str(sweep), *extra], capture_output=True, text=True, timeout=120
-        )
-        assert proc.returncode == 0, proc.stderr[-2000:]
-        (skipped,) = [line for line in proc.stderr.splitlines() if "skipped" in line]
+        caplog.clear()
+        kfkd([tool, str(sweep), *extra])  # returns: exit status 0
+        (skipped,) = [r.getMessage() for r in caplog.records if "skipped" in r.getMessage()]
         assert skipped.startswith(f"skipped {sweep / '0_eyes'}: its run failed (Slurm job {eyes} was cancelled")
-        strict = subprocess.run(
-            [sys.executable, "-m", "keypoints", tool, str(sweep), "--strict", *extra],
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-        assert strict.returncode == 1 and strict.stderr.startswith(f"error: {sweep / '0_eyes'}: its run failed (")
+        caplog.clear()
+        capsys.readouterr()
+        with pytest.raises(SystemExit) as strict:
+            kfkd([tool, str(sweep), "--strict", *extra])
+        assert str(strict.value.code).startswith(f"error: {sweep / '0_eyes'}: its run failed (")  # exit status 1
+        # and that error is the first thing on stderr: nothing written or logged (WARNING is shown) before it
+        assert not capsys.readouterr().err and not [r for r in caplog.records if r.levelno >= logging.WARNING]
     assert (tmp_path / "again.csv").read_bytes() == (sweep / "submission.csv").read_bytes()
 
 
