@@ -122,6 +122,7 @@ class Tracker:
         self.tracks: list[_Track] = []
         self.index, self.next_id, self.found_at = 0, 0, -math.inf  # found_at: the finder's last frame
         self.search = None  # a search running beside the frames: (its frame, its future, the boxes tracked then)
+        self.finding = threading.Lock()  # OpenCV's cascade is not safe for two threads at once
 
     def frames(self, frames: Iterable[np.ndarray], fps: float = 30.0) -> Iterator[list[Tracked]]:
         """The tracked faces of each frame of `frames`, taken `fps` frames a second."""
@@ -268,7 +269,8 @@ class Tracker:
         for roll in rolls:
             turn = cv2.getRotationMatrix2D((w / 2, h / 2), roll, 1.0)  # the frame's pixels -> the turned frame's
             turned = cv2.warpAffine(grey, turn, (w, h), borderMode=cv2.BORDER_REPLICATE) if roll else grey
-            boxes = detect.boxes(d.finder, turned, self.cfg.finder_side)
+            with self.finding:  # the main thread may search while the search beside the frames runs
+                boxes = detect.boxes(d.finder, turned, self.cfg.finder_side)
             if len(boxes):
                 back = cv2.invertAffineTransform(turn)
                 frames = []
