@@ -168,6 +168,11 @@ def matches(clip: Clip, answer) -> tuple[np.ndarray, int]:
     return idx, wrong
 
 
+def nme(clip: Clip, t: int, j: int, points: np.ndarray) -> float:
+    """The NME % of `points` (68, 2) as true face j on frame t: the mean error over its true outer-eye distance."""
+    return float(np.linalg.norm(points - clip.points[t, j], axis=-1).mean() / clip.iod[t, j] * 100)
+
+
 def moved(clip: Clip, t: int, j: int, before: np.ndarray, after: np.ndarray, mesh: bool) -> float:
     """The mean movement of face j's points from frame t - 1 to t, in % of its true outer-eye distance
     (MediaPipe's: of its own points 33 and 263)."""
@@ -177,7 +182,7 @@ def moved(clip: Clip, t: int, j: int, before: np.ndarray, after: np.ndarray, mes
 
 def score(clips: list[Clip], answers: dict, mesh: bool, ids_given: bool) -> dict:
     """The figures of one system over the clips (module docstring); `ids_given`: whether it keeps ids (tracks)."""
-    nme = {k: [] for k in KINDS}
+    errors = {k: [] for k in KINDS}
     found = visible = rolled_found = rolled = wrong = 0
     jitter, kept, ids, refound, frames_, seconds = [], [], [], [], 0, 0.0
     for clip in clips:
@@ -194,9 +199,7 @@ def score(clips: list[Clip], answers: dict, mesh: bool, ids_given: bool) -> dict
         for j in range(vis.shape[1]):
             got = [(t, answer[t][idx[t, j]]) for t in range(len(answer)) if vis[t, j] and idx[t, j] >= 0]
             if not mesh:
-                nme[clip.kind] += [
-                    np.linalg.norm(f[2] - clip.points[t, j], axis=-1).mean() / clip.iod[t, j] * 100 for t, f in got
-                ]
+                errors[clip.kind] += [nme(clip, t, j, f[2]) for t, f in got]
             if clip.kind == "still":
                 jitter += [
                     moved(clip, t1, j, a[2], b[2], mesh) for (t0, a), (t1, b) in zip(got, got[1:]) if t1 == t0 + 1
@@ -214,7 +217,7 @@ def score(clips: list[Clip], answers: dict, mesh: bool, ids_given: bool) -> dict
         "fps": frames_ / seconds if seconds else math.nan,
         "found %": 100 * found / visible,
         "rolled found %": 100 * rolled_found / rolled if rolled else math.nan,
-        **{f"NME {k} %": np.mean(v) if v else math.nan for k, v in nme.items()},
+        **{f"NME {k} %": np.mean(v) if v else math.nan for k, v in errors.items()},
         "jitter %": np.mean(jitter) if jitter else math.nan,
         "tracks kept %": 100 * np.mean(kept) if kept else math.nan,
         "ids kept": f"{sum(ids)}/{len(ids)}" if ids else "–",
@@ -230,10 +233,7 @@ def paired_nme(clips: list[Clip], answers: dict, systems: tuple[str, str], kind:
     for clip in (c for c in clips if c.kind == kind):
         found = [(a, matches(clip, a)[0]) for a in (answers[s][clip.name][0] for s in systems)]
         for t, j in zip(*np.nonzero(clip.visible & (found[0][1] >= 0) & (found[1][1] >= 0))):
-            norm = clip.iod[t, j] / 100
-            errors.append(
-                [np.linalg.norm(a[t][idx[t, j]][2] - clip.points[t, j], axis=-1).mean() / norm for a, idx in found]
-            )
+            errors.append([nme(clip, t, j, a[t][idx[t, j]][2]) for a, idx in found])
     mean = np.mean(errors, 0) if errors else [math.nan] * 2
     return float(mean[0]), float(mean[1]), len(errors)
 

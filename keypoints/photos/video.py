@@ -44,6 +44,7 @@ from keypoints.data import framing, images
 from keypoints.photos import detect
 from keypoints.photos.smoothing import OneEuro
 
+READER = "kfkd video reader"  # the name of the thread that reads a Source's frames
 HEADER = ["frame", "time_s", "track", "box_left", "box_top", "box_right", "box_bottom"]  # then the set's columns
 
 
@@ -358,7 +359,7 @@ class Source:
             except Exception as error:  # noqa: BLE001 - raised again in the consumer's thread
                 put(error)
 
-        reader = threading.Thread(target=read, daemon=True)
+        reader = threading.Thread(target=read, daemon=True, name=READER)
         reader.start()
         try:
             while (item := ahead.get()) is not None:
