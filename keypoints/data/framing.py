@@ -84,18 +84,27 @@ def from_box(box: np.ndarray, box_to_frame: dict, pixels: int) -> Frame:
 def from_points(points: np.ndarray, canonical: np.ndarray, rotate: bool, pixels: int) -> Frame:
     """The frame whose crop of `pixels` puts `points` (K, 2, photo pixels) nearest, in least squares,
     to their `canonical` crop positions (K, 2), by scale and shift, and with `rotate` also by rotation."""
+    return similarity(points, canonical, rotate, pixels)[0]
+
+
+def similarity(points: np.ndarray, canonical: np.ndarray, rotate: bool, pixels: int) -> tuple[Frame, float]:
+    """`from_points`'s frame, and how far the points stay from their canonical positions in its crop: the
+    root mean square distance, in crop pixels (NaN or inf where the points are missing or all at one place)."""
     p, c = np.asarray(points, float), np.asarray(canonical, float)
     pm, cm = p.mean(0), c.mean(0)
     p0, c0 = p - pm, c - cm
     a = (p0 * c0).sum()
     b = (p0[:, 0] * c0[:, 1] - p0[:, 1] * c0[:, 0]).sum() if rotate else 0.0
-    scale = math.hypot(a, b) / (p0**2).sum()  # crop pixels per photo pixel
+    spread = (p0**2).sum()
+    scale = math.hypot(a, b) / spread  # crop pixels per photo pixel
     theta = math.atan2(b, a)  # crop = scale * R(theta) @ photo + shift
     # The photo point that lands on the crop's centre: solve scale * R(theta) (q - pm) + cm = (n/2, n/2).
     c_, s_ = math.cos(theta), math.sin(theta)
     d = (np.array([pixels / 2, pixels / 2]) - cm) / scale
     q = pm + np.array([c_ * d[0] + s_ * d[1], -s_ * d[0] + c_ * d[1]])
-    return Frame(float(q[0]), float(q[1]), float(pixels / scale), pixels, -theta)
+    # The least-squares fit leaves this much of the canonical positions' spread unexplained (Procrustes).
+    left = max((c0**2).sum() - (a * a + b * b) / spread, 0.0)
+    return Frame(float(q[0]), float(q[1]), float(pixels / scale), pixels, -theta), math.sqrt(left / len(p))
 
 
 def box_ratios(box: np.ndarray, frame: Frame) -> np.ndarray:

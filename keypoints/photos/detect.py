@@ -132,6 +132,8 @@ class Detector:
         self.anchors = [self.model.columns.index(c) for c in names] if set(names) <= set(self.model.columns) else None
         if self.anchors is None and self.cfg.refine:
             log.warning(f"detect: no re-framing: the model predicts none or only some of the anchors {anchors}")
+        # Plain values of settings read for every face of every frame of a video (a DictConfig's costs ~20 us).
+        self.rotate, self.max_step = bool(self.cfg.rotate), float(self.cfg.max_step)
         every = columns(self.model.keypoints)
         self.header = HEADER + every
         self.columns = [every.index(c) for c in self.model.columns]
@@ -160,9 +162,7 @@ class Detector:
         for step in range(1 + (refine if self.anchors is not None else 0)):
             if step:
                 frames = [
-                    framing.from_points(
-                        p[self.anchors].reshape(-1, 2), self.canonical, self.cfg.rotate, self.model.size
-                    )
+                    framing.from_points(p[self.anchors].reshape(-1, 2), self.canonical, self.rotate, self.model.size)
                     for p in points  # noqa: F821 - the previous pass's, bound on step 0
                 ]
             points = self.predict(grey, frames, found.seconds)
@@ -179,7 +179,7 @@ class Detector:
         if not frames:
             return []
         start = time.perf_counter()
-        crops = np.stack([f.crop(grey, self.cfg.max_step) for f in frames])[:, None].astype(np.float32) / 255
+        crops = np.stack([f.crop(grey, self.max_step) for f in frames])[:, None].astype(np.float32) / 255
         seconds["frame"] += time.perf_counter() - start
         start = time.perf_counter()
         out = self.model(crops)

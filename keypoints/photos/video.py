@@ -163,8 +163,14 @@ class Tracker:
                 jumped.add(i)
         kept, (h, w) = [], grey.shape
         for i, (track, p, (frame, residual)) in enumerate(zip(self.tracks, points, fits)):
-            # A face whose centre has left the image is lost: its keypoints would only be guessed.
-            if self.looks_like_a_face(frame, residual) and 0 <= frame.cx < w and 0 <= frame.cy < h:
+            # A face whose centre has left the image is lost: its keypoints would only be guessed. So is one whose
+            # side changed by more than `lost_resize` in a frame: its fit has left the face (a face does not).
+            if (
+                self.looks_like_a_face(frame, residual)
+                and 0 <= frame.cx < w
+                and 0 <= frame.cy < h
+                and abs(math.log(frame.size / track.frame.size)) <= math.log(self.cfg.lost_resize)
+            ):
                 track.points = p
                 track.moved(frame, time_s, i in jumped)
                 kept.append(track)
@@ -205,11 +211,10 @@ class Tracker:
         d = self.detector
         anchors = points[d.anchors].reshape(-1, 2)
         with np.errstate(all="ignore"):
-            frame = framing.from_points(anchors, d.canonical, d.cfg.rotate, d.model.size)
-        if not (np.isfinite(anchors).all() and math.isfinite(frame.size) and frame.size > 0):
+            frame, residual = framing.similarity(anchors, d.canonical, d.rotate, d.model.size)
+        if not (math.isfinite(residual) and math.isfinite(frame.size) and frame.size > 0):
             return None, math.inf
-        residual = np.sqrt(((frame.to_crop(anchors) - d.canonical) ** 2).sum(1).mean()) / d.model.size
-        return frame, float(residual)
+        return frame, residual / d.model.size
 
     def looks_like_a_face(self, frame: framing.Frame | None, residual: float) -> bool:
         """Whether a fit (`fit`) is a face's: its anchors near their canonical places, and its box no smaller
@@ -242,7 +247,7 @@ class Tracker:
         for p in self._framed(grey, frames):
             frame, residual = self.fit(p)
             # A box the model does not see a face in, or the second cascade does not confirm, starts nothing.
-            if self.looks_like_a_face(frame, residual) and self.confirm(grey, frame, self._side(frame), d.cfg.max_step):
+            if self.looks_like_a_face(frame, residual) and self.confirm(grey, frame, self._side(frame), d.max_step):
                 smoother = OneEuro(**self.cfg.smooth) if self.smooth else None
                 steady = OneEuro(**self.cfg.crop_smooth)
                 self.tracks.append(_Track(self.next_id, p, frame, frame, smoother, steady))

@@ -111,6 +111,19 @@ def test_frames_from_points_undo_scale_shift_and_roll():
     assert upright.angle == 0 and math.isfinite(upright.size)
 
 
+@pytest.mark.parametrize("rotate", [True, False])
+def test_a_similarity_fit_says_how_far_the_points_stay_from_their_places(rotate):
+    rng = np.random.default_rng(1)
+    canonical = rng.uniform(20, 76, (6, 2))
+    placed = framing.Frame(300.0, 200.0, 150.0, 96, 0.2 if rotate else 0.0)  # a roll only where the fit undoes it
+    photo = placed.to_photo(canonical + rng.normal(0, 2.0, (6, 2)))
+    frame, residual = framing.similarity(photo, canonical, rotate, 96)
+    assert frame == framing.from_points(photo, canonical, rotate, 96)
+    rms = np.sqrt(((frame.to_crop(photo) - canonical) ** 2).sum(1).mean())  # in the fit's own crop
+    assert residual == pytest.approx(rms) and 0.5 < residual < 5
+    assert framing.similarity(placed.to_photo(canonical), canonical, rotate, 96)[1] == pytest.approx(0, abs=1e-6)
+
+
 def test_a_crop_is_resampled_as_the_training_faces_were_made():
     """Pillow's EXTENT transform, bilinear, on the photo with its edge pixels repeated beyond it."""
     from PIL import Image

@@ -215,6 +215,22 @@ def test_a_still_faces_crops_are_steadied_by_their_own_filter():
     assert steady < 0.5 * unfiltered, (steady, unfiltered)
 
 
+def test_a_track_whose_face_halves_in_a_frame_is_lost_and_the_face_found_again():
+    # A disc of radius 28 that becomes one of 14 on frame 8, where it is: what a fit that left its face does.
+    yy, xx = np.mgrid[:H, :W]
+    frames = [
+        np.where((xx - 80) ** 2 + (yy - 60) ** 2 < (28 if i < 8 else 14) ** 2, 220, 30).astype(np.uint8)
+        for i in range(12)
+    ]
+
+    def ids(**settings):
+        return [[f.track for f in faces] for faces in tracker(**settings).frames(frames)]
+
+    # Lost on frame 8, and the finder, run on the frame of a loss, gives the small disc a new track there.
+    assert ids() == [[0]] * 8 + [[1]] * 4
+    assert ids(lost_resize=3.0) == [[0]] * 12  # a change of size within the limit: followed
+
+
 @pytest.fixture
 def face_photo() -> np.ndarray:
     path = ROOT.parent / "shared" / "data" / "photos" / "Martin_Sheen_01.jpg"  # one face, 282x329
