@@ -188,15 +188,6 @@ def postgres():
 SERVICES = ("slurm", "postgres")
 
 
-def pytest_collection_modifyitems(items):
-    """Under pytest-xdist (CI runs `-n 2 --dist loadgroup`), the tests of the one Slurm cluster and PostgreSQL
-    server run one after another on one worker: some stop or restart the service, and each takes the cluster's
-    node for its own jobs."""
-    for item in items:
-        if any(item.get_closest_marker(m) for m in SERVICES):
-            item.add_marker(pytest.mark.xdist_group("services"))
-
-
 def pytest_report_teststatus(report, config):
     """Tests that ran against Slurm or PostgreSQL count apart in the summary line: "3 passed on slurm"."""
     services = [m for m in SERVICES if m in report.keywords]
