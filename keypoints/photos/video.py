@@ -104,7 +104,7 @@ class Tracker:
     beside the next frames, its boxes taken `finder_wait` frames later); its boxes that overlap no tracked
     face (IoU under `iou`) start new tracks, framed and refined as detect frames them, where a second
     cascade confirms the face (`confirm`). A track is lost when its anchors stop looking like a face
-    (`looks_like_a_face`) or its centre leaves the image.
+    (`looks_like_a_face`), its centre leaves the image or its size jumps (`lost_resize`).
     `cfg`: conf/video.yaml's settings."""
 
     def __init__(self, detector: detect.Detector, cfg=None, smooth: bool = True):
