@@ -253,11 +253,11 @@ def command_fps(model: str, clips: list[Clip], annotated: bool) -> float:
         return done / (time.perf_counter() - start)
 
 
-def fps_again(name: str, run, python: str | None, moving: list[Clip]) -> float:
+def fps_again(name: str, run, python: str | None, moving: list[Clip]) -> float | None:
     """Frames per second of one more pass of system `name` (its `run`, or MediaPipe by `python`) over the
-    moving clips."""
+    moving clips; None where MediaPipe failed this time (it says so)."""
     got = mediapipe(python, moving) if name == "mediapipe" else {c.name: run(c) for c in moving}
-    return sum(len(a) for a, _ in got.values()) / sum(s for _, s in got.values())
+    return None if got is None else sum(len(a) for a, _ in got.values()) / sum(s for _, s in got.values())
 
 
 def host() -> str:
@@ -330,7 +330,8 @@ def main():
     timed = {r["system"]: [r["fps"]] for r in rows if r["system"] in ("tracked", "raw", "mediapipe") and moving}
     for _ in range(args.repeats - 1):
         for name, passes in timed.items():
-            passes.append(fps_again(name, runs.get(name), args.mediapipe_python, moving))
+            if (fps := fps_again(name, runs.get(name), args.mediapipe_python, moving)) is not None:
+                passes.append(fps)
     for row in rows:
         if row["system"] in timed:
             row["fps"] = float(np.median(timed[row["system"]]))
