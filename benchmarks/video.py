@@ -8,6 +8,8 @@ MODEL: an ibug68 run or its exported .onnx, trained on people other than the cli
 clips from a run's validation people). Systems:
 
 - `tracked`: kfkd's Tracker (conf/video.yaml, overridden by `--set`), smoothed; `raw`: the same unsmoothed;
+  `told`: tracked, told the clip's number of faces (`max_faces`), as MediaPipe is (its `max_num_faces`), so
+  that it stops searching while it tracks them;
 - `per-frame`: detect on every frame (the finder, then conf/detect.yaml's re-frames), as `kfkd detect` does;
 - `dlib`: dlib's HOG detector upsampled once with its 68-point predictor on every frame, its points at pixel
   centres (+0.5 px), as benchmarks/coco_photos.py scores it (optional: pip install dlib-bin face-recognition-models);
@@ -29,7 +31,7 @@ found where a system's box holds the midpoint of its outer eye corners (points 3
   in the frame, to be found again; wrong faces: boxes that hold no true face's eye midpoint and overlap no
   face (the box of its true points), so that a box on a face leaving the frame is not counted;
 - fps: frames per second over the moving clips (640x480, one face), decoding with OpenCV included; for
-  tracked, raw and MediaPipe the median of `--repeats` passes (3), taken in turns, since one pass's figure
+  tracked, raw, told and MediaPipe the median of `--repeats` passes (3), taken in turns, since one pass's figure
   varies by 10-40 % on a shared host; and
   `kfkd video` end to end (decode, find or track, predict, smooth, write the CSV; the model loaded too) on the
   same clips, without and with `--video` (an H.264 MP4).
@@ -58,7 +60,8 @@ from keypoints.core.paths import VIDEO
 from keypoints.photos import detect, video
 from keypoints.photos.framefit import face_in
 
-SYSTEMS = ("tracked", "raw", "per-frame", "dlib", "mediapipe")
+SYSTEMS = ("tracked", "raw", "told", "per-frame", "dlib", "mediapipe")
+FAST = ("tracked", "raw", "told", "mediapipe")  # timed in `--repeats` passes
 KINDS = ("still", "moving", "cut", "two", "real")
 OUTER = (36, 45)  # ibug68's outer eye corners: the NME's normaliser
 MESH_OUTER = (33, 263)  # MediaPipe's
@@ -85,9 +88,10 @@ def frames(clip: Clip):
     return video.Source(str(clip.path))
 
 
-def tracked(detector: detect.Detector, cfg, smooth: bool):
+def tracked(detector: detect.Detector, cfg, smooth: bool, told: bool = False):
     def run(clip: Clip):
-        tracker = video.Tracker(detector, cfg, smooth=smooth)
+        faces = OmegaConf.merge(cfg, {"max_faces": clip.visible.shape[1]}) if told else cfg
+        tracker = video.Tracker(detector, faces, smooth=smooth)
         source, out = frames(clip), []
         start = time.perf_counter()
         for _, t, _, grey in source:
@@ -240,15 +244,15 @@ def paired_nme(clips: list[Clip], answers: dict, systems: tuple[str, str], kind:
     return float(mean[0]), float(mean[1]), len(errors)
 
 
-def command_fps(model: str, clips: list[Clip], annotated: bool) -> float:
-    """`kfkd video` end to end over the clips, in this process, with conf/video.yaml as it is: frames per
-    second of wall time, loading the model for each clip included."""
+def command_fps(model: str, clips: list[Clip], options: list[str]) -> float:
+    """`kfkd video` end to end over the clips with `options` (A.MP4 in them: a temporary file), in this process,
+    with conf/video.yaml as it is: frames per second of wall time, loading the model for each clip included."""
     done = 0
     with tempfile.TemporaryDirectory() as tmp:
+        options = [str(Path(tmp) / "a.mp4") if o == "A.MP4" else o for o in options]
         start = time.perf_counter()
         for clip in clips:
-            extra = ["--video", str(Path(tmp) / "a.mp4")] if annotated else []
-            video.main([str(clip.path), "--model", model, "--out", tmp, *extra])
+            video.main([str(clip.path), "--model", model, "--out", tmp, *options])
             done += len(clip.visible)
         return done / (time.perf_counter() - start)
 
@@ -293,7 +297,7 @@ def main():
     parser.add_argument("--no-command", action="store_true", help="skip timing `kfkd video` end to end")
     parser.add_argument("--figures", help="a folder for video_frame.png and video_jitter.png")
     parser.add_argument(
-        "--repeats", type=int, default=3, help="timed passes of tracked, raw and MediaPipe over the moving clips"
+        "--repeats", type=int, default=3, help="timed passes of tracked, raw, told and MediaPipe over the moving clips"
     )
     args = parser.parse_args()
     clips = [Clip(p) for p in sorted(Path(args.clips).glob("*.mp4"))]
@@ -304,6 +308,7 @@ def main():
     runs = {
         "tracked": tracked(detector, cfg, True),
         "raw": tracked(detector, cfg, False),
+        "told": tracked(detector, cfg, True, told=True),
         "per-frame": per_frame(detector),
         "dlib": dlib,
     }
@@ -321,13 +326,13 @@ def main():
         if got is not None:
             answers[name] = got
     rows = [
-        {"system": name, **score(clips, got, name == "mediapipe", name in ("tracked", "raw"))}
+        {"system": name, **score(clips, got, name == "mediapipe", name in ("tracked", "raw", "told"))}
         for name, got in answers.items()
     ]
     # The fast systems' fps vary by 10-40 % from pass to pass on a shared host: each is timed again, in turns,
     # and its median pass is the figure.
     moving = [c for c in clips if c.kind == "moving"]
-    timed = {r["system"]: [r["fps"]] for r in rows if r["system"] in ("tracked", "raw", "mediapipe") and moving}
+    timed = {r["system"]: [r["fps"]] for r in rows if r["system"] in FAST and moving}
     for _ in range(args.repeats - 1):
         for name, passes in timed.items():
             if (fps := fps_again(name, runs.get(name), args.mediapipe_python, moving)) is not None:
@@ -346,9 +351,9 @@ def main():
     if args.set and not args.no_command:
         print("kfkd video end to end: skipped, since the command reads conf/video.yaml and --set is given")
     elif not args.no_command and moving:
-        for annotated in (False, True):
-            fps = command_fps(args.model, moving, annotated)
-            print(f"kfkd video end to end on the moving clips{' with --video' if annotated else ''}: {fps:.1f} fps")
+        for options in ([], ["--max-faces", "1"], ["--video", "A.MP4"]):
+            fps = command_fps(args.model, moving, options)
+            print(f"kfkd video {' '.join(options)} end to end on the moving clips: {fps:.1f} fps")
     print(f"load averages at the end: {os.getloadavg()}")
     print(markdown(rows))
     if args.figures:

@@ -50,7 +50,7 @@ def jitter_png(path: Path, clip, answers: dict) -> None:
         "mediapipe": "MediaPipe face mesh (own eye corners)",
     }
     fig, ax = plt.subplots(figsize=(6.4, 2.8), dpi=100)
-    for name, got in answers.items():
+    for name, got in ((n, g) for n, g in answers.items() if n in labels):  # `told` would draw over `tracked`
         m = movement(clip, got[clip.name][0], name == "mediapipe")
         ax.plot(np.arange(len(m)) / 30, m, label=f"{labels[name]}: mean {np.nanmean(m):.2f} %", lw=1.2)
     ax.set_xlabel("time (s)")

@@ -1,7 +1,7 @@
 """Keypoints on a video, a folder of frames or a camera: each face tracked from frame to frame, its keypoints
 smoothed.
 
-    kfkd video INPUT [--model MODEL] [--out DIR] [--video OUT.mp4] [--no-smooth] [--show]
+    kfkd video INPUT [--model MODEL] [--out DIR] [--video OUT.mp4] [--max-faces N] [--no-smooth] [--show]
     kfkd video --camera N|URL [--model MODEL] [...]
 
 INPUT: a video file OpenCV reads, or a folder of frames (image files, in the order of their names). MODEL: a
@@ -186,7 +186,7 @@ class Tracker:
         if far:  # the finder searched this frame already: its other boxes may be new faces
             self._find(grey, found if found or self.tracks else self._found(grey, self.cfg.finder_rolls), tracked)
             self.found_at = self.index
-        elif self.index - self.found_at >= every or lost:
+        elif (self.index - self.found_at >= every or lost) and not self._full():
             if self.tracks and not lost and self.cfg.finder_wait and self.search is None:
                 # While every face is tracked, a further one can wait: the finder searches beside the next frames.
                 pool = ThreadPoolExecutor(1)
@@ -203,6 +203,10 @@ class Tracker:
             self._find(grey, search.result(), then + tracked)
         self.index += 1
         return [self._output(t, time_s) for t in self.tracks]
+
+    def _full(self) -> bool:
+        """Whether `max_faces` faces are tracked: then the finder looks for no further one."""
+        return self.cfg.max_faces is not None and len(self.tracks) >= self.cfg.max_faces
 
     def fit(self, points: np.ndarray) -> tuple[framing.Frame | None, float]:
         """The frame that puts the predicted anchors of `points` (the model's columns) at their canonical
@@ -236,7 +240,7 @@ class Tracker:
 
     def _find(self, grey: np.ndarray, found: list[tuple[np.ndarray, framing.Frame]], tracked: list[np.ndarray]):
         """New tracks for the finder's faces (`_found`) that overlap none of the `tracked` boxes, framed and
-        refined on `grey` as detect does."""
+        refined on `grey` as detect does, in the finder's order until `max_faces` are tracked."""
         d = self.detector
         frames = [
             f
@@ -244,14 +248,23 @@ class Tracker:
             if math.sqrt((b[2] - b[0]) * (b[3] - b[1])) >= self.min_face_px
             and all(iou(b, t) < self.cfg.iou for t in tracked)
         ]
-        for p in self._framed(grey, frames):
+        tracked = list(tracked)
+        for p in self._framed(grey, frames) if not self._full() else []:
             frame, residual = self.fit(p)
-            # A box the model does not see a face in, or the second cascade does not confirm, starts nothing.
-            if self.looks_like_a_face(frame, residual) and self.confirm(grey, frame, self._side(frame), d.max_step):
+            # A box the model does not see a face in, or the second cascade does not confirm, starts nothing; nor
+            # does one whose face a track started here already holds (two of the finder's boxes on one face).
+            if (
+                self.looks_like_a_face(frame, residual)
+                and all(iou(self.box(frame), t) < self.cfg.iou for t in tracked)
+                and self.confirm(grey, frame, self._side(frame), d.max_step)
+            ):
+                tracked.append(self.box(frame))
                 smoother = OneEuro(**self.cfg.smooth) if self.smooth else None
                 steady = OneEuro(**self.cfg.crop_smooth)
                 self.tracks.append(_Track(self.next_id, p, frame, frame, smoother, steady))
                 self.next_id += 1
+                if self._full():
+                    break
 
     def _framed(self, grey: np.ndarray, frames: list[framing.Frame]) -> list[np.ndarray]:
         """The predictions for faces framed from finder boxes (`frames`), re-framed as detect re-frames them."""
@@ -463,6 +476,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", default="outputs/video", help="the folder for keypoints.csv")
     parser.add_argument("--video", help="also write the frames annotated to this .mp4 (H.264)")
     parser.add_argument("--camera", help="read a camera instead of INPUT: its number (0, 1, ...) or a stream's URL")
+    parser.add_argument(
+        "--max-faces",
+        type=int,
+        help="track at most this many faces, and stop searching while they are (conf/video.yaml)",
+    )
     parser.add_argument("--no-smooth", action="store_true", help="keypoints as predicted, without the One Euro filter")
     parser.add_argument("--show", action="store_true", help="show the annotated frames in a window (q stops)")
     args = parser.parse_args(argv)
@@ -470,6 +488,10 @@ def main(argv: list[str] | None = None) -> None:
     model = args.model or cfg.model
     if model is None:
         parser.error(f"--model is needed (or model: in {SETTINGS})")
+    if args.max_faces is not None:
+        if args.max_faces < 1:
+            parser.error(f"--max-faces {args.max_faces}: expected 1 or more")
+        cfg.max_faces = args.max_faces
     if (args.input is None) == (args.camera is None):
         parser.error("give INPUT or --camera, one of them")
     source = writer = table = None

@@ -156,6 +156,27 @@ def test_while_a_face_is_tracked_a_further_one_is_tracked_finder_wait_frames_aft
     assert {f.track for f in out[-1]} == {0, 1}
 
 
+def test_max_faces_caps_the_tracks_and_stops_the_search_while_that_many_are_tracked():
+    # Two discs from frame 0; the left one gone on frames 12-17. With max_faces 1: one track, no search while it
+    # holds, the finder's searches again once it is lost (every 5 frames) until a face is back.
+    frames = clip(lambda i: None if 12 <= i < 18 else (40, 60), lambda i: (120, 60), n=30)
+    t = tracker(finder_every={"searching": 5, "tracking": 10}, finder_wait=0, max_faces=1)
+    out = list(t.frames(frames))
+    assert all(len(f) == 1 for f in out)
+    assert t.calls[0] == 0 and 10 not in t.calls  # tracked from frame 0, so no search on frame 10
+    unlimited = tracker(finder_every={"searching": 5, "tracking": 10}, finder_wait=0)
+    assert [len(f) for f in unlimited.frames(frames)][:12] == [2] * 12 and 10 in unlimited.calls
+
+
+def test_two_of_the_finders_boxes_on_one_face_start_one_track():
+    t = tracker()
+    found = t.detector.finder
+    # The finder gives each disc twice, the second box shifted by a quarter of its side: one face.
+    t.detector.finder = lambda grey: np.concatenate([b := found(grey), b + [10, 0, 10, 0]])
+    out = list(t.frames(clip(lambda i: (60, 60), n=3)))
+    assert [len(f) for f in out] == [1, 1, 1] and t.next_id == 1
+
+
 def test_two_faces_keep_their_ids():
     t = tracker()
     frames = clip(lambda i: (30 + i, 40 + i // 2), lambda i: (130, 40 + i), n=25)
@@ -355,6 +376,11 @@ def test_the_command_writes_a_row_per_face_per_frame_and_an_mp4_with_every_frame
         assert stream.codec_context.name == "h264" and stream.codec_context.pix_fmt == "yuv420p"
         assert sum(1 for _ in annotated.decode(stream)) == 12
     assert "frames: 12, faces: 24, tracks: 2" in capsys.readouterr().out
+    video.main([str(source), "--model", str(canonical_run), "--out", str(tmp_path / "one"), "--max-faces", "1"])
+    assert [int(r[2]) for r in table(tmp_path / "one" / "keypoints.csv")[1:]] == [0] * 12
+    with pytest.raises(SystemExit) as stop:
+        video.main([str(source), "--model", str(canonical_run), "--max-faces", "0"])
+    assert stop.value.code == 2 and "--max-faces 0: expected 1 or more" in capsys.readouterr().err
 
 
 def test_a_68_point_model_gives_its_136_columns_and_draws_its_skeleton(canonical_run68, blob_finder, tmp_path):
