@@ -66,6 +66,7 @@ def jitter_png(path: Path, clip, answers: dict) -> None:
 def figures(folder: Path, clips: list, answers: dict, detector) -> None:
     still = next(c for c in clips if c.kind == "still")
     moving = next(c for c in clips if c.kind == "moving")
+    folder.mkdir(parents=True, exist_ok=True)
     frame_png(folder / "video_frame.png", moving, answers["tracked"][moving.name][0], detector.skeleton)
     jitter_png(folder / "video_jitter.png", still, answers)
     print(f"wrote {folder / 'video_frame.png'} and {folder / 'video_jitter.png'}")
