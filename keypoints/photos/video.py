@@ -101,9 +101,9 @@ class Tracker:
     the prediction sits more than `refine_over` off its crop, it is re-framed and predicted again, up to
     `refine` times. The face finder runs on the first frame, on a frame where a track is lost, and every
     `finder_every.searching` frames while no face is tracked, `finder_every.tracking` while one is (then
-    beside the next frames, its boxes taken `finder_wait` frames later); its boxes that overlap no tracked
-    face (IoU under `iou`) start new tracks, framed and refined as detect frames them, where a second
-    cascade confirms the face (`confirm`). A track is lost when its anchors stop looking like a face
+    beside the next frames, its boxes taken `finder_wait` frames later), and not while `max_faces` are; its
+    boxes that overlap no tracked face (IoU under `iou`) start new tracks, framed and refined as detect frames
+    them, where a second cascade confirms the face (`confirm`). A track is lost when its anchors stop looking like a face
     (`looks_like_a_face`), its centre leaves the image or its size jumps (`lost_resize`).
     `cfg`: conf/video.yaml's settings."""
 
@@ -116,6 +116,8 @@ class Tracker:
                 f"{detector.anchor_names}; tracking follows a face by them"
             )
         cfg = cfg if cfg is not None else OmegaConf.load(SETTINGS)
+        if cfg.max_faces is not None and not (isinstance(cfg.max_faces, int) and cfg.max_faces >= 1):
+            raise DataError(f"max_faces={cfg.max_faces} (--max-faces, or {SETTINGS}): expected 1 or more, or null")
         # Plain values: a DictConfig's attribute costs microseconds, and these are read many times a frame.
         self.cfg = SimpleNamespace(**OmegaConf.to_container(cfg, resolve=True))
         self.box_fit, self.min_face_px = OmegaConf.to_container(detector.cfg.box_to_frame), detector.cfg.min_face_px
@@ -489,8 +491,6 @@ def main(argv: list[str] | None = None) -> None:
     if model is None:
         parser.error(f"--model is needed (or model: in {SETTINGS})")
     if args.max_faces is not None:
-        if args.max_faces < 1:
-            parser.error(f"--max-faces {args.max_faces}: expected 1 or more")
         cfg.max_faces = args.max_faces
     if (args.input is None) == (args.camera is None):
         parser.error("give INPUT or --camera, one of them")
