@@ -34,7 +34,7 @@ found where a system's box holds the midpoint of its outer eye corners (points 3
   tracked, raw, told and MediaPipe the median of `--repeats` passes (3), taken in turns, since one pass's figure
   varies by 10-40 % on a shared host; and
   `kfkd video` end to end (decode, find or track, predict, smooth, write the CSV; the model loaded too) on the
-  same clips, without and with `--video` (an H.264 MP4).
+  same clips: as it is, with `--max-faces 1`, and with `--video` (an H.264 MP4).
 
 The host (AVX-512 BF16 or AVX2) and the load averages are printed; compare fps only within one run.
 `--figures DIR` writes DIR/video_frame.png (a frame of a scored moving clip with kfkd's keypoints) and

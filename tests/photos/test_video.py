@@ -157,15 +157,17 @@ def test_while_a_face_is_tracked_a_further_one_is_tracked_finder_wait_frames_aft
 
 
 def test_max_faces_caps_the_tracks_and_stops_the_search_while_that_many_are_tracked():
-    # Two discs from frame 0; the left one gone on frames 12-17. With max_faces 1: one track, no search while it
-    # holds, the finder's searches again once it is lost (every 5 frames) until a face is back.
-    frames = clip(lambda i: None if 12 <= i < 18 else (40, 60), lambda i: (120, 60), n=30)
-    t = tracker(finder_every={"searching": 5, "tracking": 10}, finder_wait=0, max_faces=1)
-    out = list(t.frames(frames))
-    assert all(len(f) == 1 for f in out)
-    assert t.calls[0] == 0 and 10 not in t.calls  # tracked from frame 0, so no search on frame 10
-    unlimited = tracker(finder_every={"searching": 5, "tracking": 10}, finder_wait=0)
-    assert [len(f) for f in unlimited.frames(frames)][:12] == [2] * 12 and 10 in unlimited.calls
+    every = {"searching": 5, "tracking": 10}
+    two = clip(lambda i: (40, 60), lambda i: (120, 60), n=25)
+    t = tracker(finder_every=every, finder_wait=0, max_faces=1)
+    assert [[f.track for f in faces] for faces in t.frames(two)] == [[0]] * 25
+    assert t.calls == [0]  # never again while its one face is tracked
+    unlimited = tracker(finder_every=every, finder_wait=0)
+    assert [len(f) for f in unlimited.frames(two)] == [2] * 25 and unlimited.calls == [0, 10, 20]
+    # A lost face: the finder searches again, every `searching` frames, until a face is back.
+    t = tracker(finder_every=every, finder_wait=0, max_faces=1)
+    list(t.frames(clip(lambda i: None if 12 <= i < 18 else (40 + 2 * i, 60), n=30)))
+    assert t.calls == [0, 12, 17, 22]
 
 
 def test_two_of_the_finders_boxes_on_one_face_start_one_track():
