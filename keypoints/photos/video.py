@@ -269,7 +269,20 @@ class Tracker:
                     break
 
     def _framed(self, grey: np.ndarray, frames: list[framing.Frame]) -> list[np.ndarray]:
-        """The predictions for faces framed from finder boxes (`frames`), re-framed as detect re-frames them."""
+        """The predictions for faces framed from finder boxes (`frames`), re-framed as detect re-frames them.
+        Each face is framed `start_wider.zoom` times larger too, and that framing kept where its face comes out
+        `start_wider.larger` times the size or more: from a box tight on a big face, the net's re-frames can
+        settle on a face drawn inside the face."""
+        zoom, larger = self.cfg.start_wider["zoom"], self.cfg.start_wider["larger"]
+        wider = [framing.Frame(f.cx, f.cy, f.size * zoom, f.pixels, f.angle) for f in frames]
+        points = self._refined(grey, frames + wider)
+        kept = []
+        for p, q in zip(points[: len(frames)], points[len(frames) :]):
+            (a, _), (b, _) = self.fit(p), self.fit(q)
+            kept.append(q if b is not None and (a is None or b.size >= larger * a.size) else p)
+        return kept
+
+    def _refined(self, grey: np.ndarray, frames: list[framing.Frame]) -> list[np.ndarray]:
         points = self._predict(grey, frames)
         for _ in range(self.detector.cfg.refine):
             fits = [self.fit(p)[0] for p in points]

@@ -179,6 +179,28 @@ def test_two_of_the_finders_boxes_on_one_face_start_one_track():
     assert [len(f) for f in out] == [1, 1, 1] and t.next_id == 1
 
 
+class Snug(DiscModel):
+    """DiscModel, except that where the disc fills its crop it draws the face to fit the crop: a face inside the
+    face, where its re-frames then stay, as the 68-point net can from a box tight on a big face."""
+
+    def __call__(self, crops):
+        out = super().__call__(crops)
+        out[(crops[:, 0] > 0.5).mean((1, 2)) > 0.9] = LAYOUT.reshape(-1)
+        return out
+
+
+def test_a_face_framed_from_a_tight_box_is_framed_wider_too_and_the_larger_face_kept():
+    def side(**settings):
+        t = tracker(smooth=False, **settings)
+        t.detector.model, find = Snug(), t.detector.finder
+        t.detector.finder = lambda grey: (b := find(grey)) * 0.85 + 0.15 * (b[:, [2, 3, 0, 1]])  # 0.7 of the side
+        return [f[0].box[2] - f[0].box[0] for f in t.frames(clip(lambda i: (80, 60), n=3, radius=30))]
+
+    normal = [f[0].box[2] - f[0].box[0] for f in tracker(smooth=False).frames(clip(lambda i: (80, 60), n=3, radius=30))]
+    assert side() == pytest.approx(normal, abs=1)
+    assert np.all(np.array(side(start_wider={"zoom": 1.0, "larger": 1.1})) < 0.6 * np.array(normal))  # stuck inside
+
+
 def test_two_faces_keep_their_ids():
     t = tracker()
     frames = clip(lambda i: (30 + i, 40 + i // 2), lambda i: (130, 40 + i), n=25)
@@ -226,7 +248,8 @@ def test_a_face_that_jumps_is_re_framed_or_found_again_on_the_same_frame_and_a_s
 
 
 def test_a_still_faces_crops_are_steadied_by_their_own_filter():
-    frames = clip(lambda i: (80, 60), n=40)
+    # Over 90 frames the ratio below was 0.34-0.48 for eight seeds of the stand-in's noise (0.32-0.58 over 30).
+    frames = clip(lambda i: (80, 60), n=100)
 
     def moves(crop_smooth):
         out = list(tracker(noise=0.5, smooth=False, crop_smooth=crop_smooth).frames(frames))
@@ -235,7 +258,7 @@ def test_a_still_faces_crops_are_steadied_by_their_own_filter():
 
     steady = moves(OmegaConf.load(SETTINGS).crop_smooth)
     unfiltered = moves({"min_cutoff": 1e6, "beta": 0.0, "d_cutoff": 1.0})  # a cutoff that lets all through
-    assert steady < 0.5 * unfiltered, (steady, unfiltered)
+    assert steady < 0.6 * unfiltered, (steady, unfiltered)
 
 
 def test_a_track_whose_face_halves_in_a_frame_is_lost_and_the_face_found_again():
