@@ -16,6 +16,8 @@ clips from a run's validation people). Systems:
 - `mediapipe`: MediaPipe's face mesh 0.10.21 in video mode (it tracks), run by benchmarks/video_mediapipe.py in
   the venv whose Python `--mediapipe-python` names; skipped where it is not given.
 
+`--systems` with none (and `--no-command`) prints only how far the net follows its crop (below).
+
 Figures, over the clips' frames where a face is fully visible (all 68 points in the frame); a true face is
 found where a system's box holds the midpoint of its outer eye corners (points 36 and 45):
 
@@ -30,6 +32,8 @@ found where a system's box holds the midpoint of its outer eye corners (points 3
   clips where both faces keep one id each; re-found: the most frames a cut face waits, after it is fully back
   in the frame, to be found again; wrong faces: boxes that hold no true face's eye midpoint and overlap no
   face (the box of its true points), so that a box on a face leaving the frame is not counted;
+- follows its crop: how far the face the net draws moves with its crop (`follows`); a net that follows it
+  closely lets a still face's track drift;
 - fps: frames per second over the moving clips (640x480, one face), decoding with OpenCV included; for
   tracked, raw, told and MediaPipe the median of `--repeats` passes (3), taken in turns, since one pass's figure
   varies by 10-40 % on a shared host; and
@@ -50,6 +54,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -65,6 +70,8 @@ FAST = ("tracked", "raw", "told", "mediapipe")  # timed in `--repeats` passes
 KINDS = ("still", "moving", "cut", "two", "real")
 OUTER = (36, 45)  # ibug68's outer eye corners: the NME's normaliser
 MESH_OUTER = (33, 263)  # MediaPipe's
+SHIFTS = ((0.1, 0), (-0.1, 0), (0, 0.1), (0, -0.1))  # `follows`: of the crop's side
+ZOOMS = (1.15, 1 / 1.15)
 
 
 class Clip:
@@ -244,6 +251,32 @@ def paired_nme(clips: list[Clip], answers: dict, systems: tuple[str, str], kind:
     return float(mean[0]), float(mean[1]), len(errors)
 
 
+def follows(detector: detect.Detector, clips: list[Clip]) -> tuple[float, float]:
+    """How far the net follows its crop, on the still clips' first frames: each face framed by its true anchors,
+    then its crop shifted by a tenth of its side (four ways) or zoomed 1.15x (both ways); the face the net draws
+    moves (its anchors' fit) by this fraction of the shift, and of the zoom's log. 0: it finds the face wherever
+    it is cropped; 1: it draws a face where its crop says one is, so that a track re-framed from its keypoints
+    stays wherever noise leaves it."""
+    tracker, seconds = video.Tracker(detector), dict.fromkeys(detect.STAGES, 0.0)
+    shifts, zooms = [], []
+    for clip in (c for c in clips if c.kind == "still"):
+        source = frames(clip)
+        try:
+            grey = next(iter(source))[3]
+        finally:
+            source.close()
+        start = tracker.fit(clip.points[0, 0].reshape(-1)[detector.columns])[0]
+        crops = [start]
+        crops += [replace(start, cx=start.cx + dx * start.size, cy=start.cy + dy * start.size) for dx, dy in SHIFTS]
+        crops += [replace(start, size=start.size * zoom) for zoom in ZOOMS]
+        there, *drawn = [tracker.fit(p)[0] for p in detector.predict(grey, crops, seconds)]
+        for (dx, dy), face in zip(SHIFTS, drawn):
+            shifts.append(((face.cx - there.cx) * dx + (face.cy - there.cy) * dy) / ((dx * dx + dy * dy) * start.size))
+        for zoom, face in zip(ZOOMS, drawn[len(SHIFTS) :]):
+            zooms.append(math.log(face.size / there.size) / math.log(zoom))
+    return float(np.mean(shifts)), float(np.mean(zooms))
+
+
 def command_fps(model: str, clips: list[Clip], options: list[str]) -> float:
     """`kfkd video` end to end over the clips with `options` (A.MP4 in them: a temporary file), in this process,
     with conf/video.yaml as it is: frames per second of wall time, loading the model for each clip included."""
@@ -305,6 +338,9 @@ def main():
     print(f"{len(clips)} clips, {sum(len(c.visible) for c in clips)} frames: {args.clips}")
     cfg = OmegaConf.merge(OmegaConf.load(VIDEO), OmegaConf.from_dotlist(args.set))
     detector = detect.Detector(args.model, threads=cfg.onnx_threads)
+    if any(c.kind == "still" for c in clips):
+        shift, zoom = follows(detector, clips)
+        print(f"the net follows its crop (the still clips' first frames): {shift:.3f} of a shift, {zoom:.3f} of a zoom")
     runs = {
         "tracked": tracked(detector, cfg, True),
         "raw": tracked(detector, cfg, False),
@@ -355,7 +391,8 @@ def main():
             fps = command_fps(args.model, moving, options)
             print(f"kfkd video {' '.join(options)} end to end on the moving clips: {fps:.1f} fps")
     print(f"load averages at the end: {os.getloadavg()}")
-    print(markdown(rows))
+    if rows:
+        print(markdown(rows))
     if args.figures:
         from benchmarks.video_figures import figures
 
