@@ -54,7 +54,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -70,8 +69,6 @@ FAST = ("tracked", "raw", "told", "mediapipe")  # timed in `--repeats` passes
 KINDS = ("still", "moving", "cut", "two", "real")
 OUTER = (36, 45)  # ibug68's outer eye corners: the NME's normaliser
 MESH_OUTER = (33, 263)  # MediaPipe's
-SHIFTS = ((0.1, 0), (-0.1, 0), (0, 0.1), (0, -0.1))  # `follows`: of the crop's side
-ZOOMS = (1.15, 1 / 1.15)
 
 
 class Clip:
@@ -252,29 +249,18 @@ def paired_nme(clips: list[Clip], answers: dict, systems: tuple[str, str], kind:
 
 
 def follows(detector: detect.Detector, clips: list[Clip]) -> tuple[float, float]:
-    """How far the net follows its crop, on the still clips' first frames: each face framed by its true anchors,
-    then its crop shifted by a tenth of its side (four ways) or zoomed 1.15x (both ways); the face the net draws
-    moves (its anchors' fit) by this fraction of the shift, and of the zoom's log. 0: it finds the face wherever
-    it is cropped; 1: it draws a face where its crop says one is, so that a track re-framed from its keypoints
-    stays wherever noise leaves it."""
-    tracker, seconds = video.Tracker(detector), dict.fromkeys(detect.STAGES, 0.0)
-    shifts, zooms = [], []
+    """How far the net follows its crop (`Tracker.follows`), on the still clips' first frames, each face framed by
+    its true anchors: 0, it finds the face wherever it is cropped; 1, it draws a face where its crop says one is,
+    so that a track re-framed from its keypoints stays wherever noise leaves it."""
+    tracker, measured = video.Tracker(detector), []
     for clip in (c for c in clips if c.kind == "still"):
         source = frames(clip)
         try:
             grey = next(iter(source))[3]
         finally:
             source.close()
-        start = tracker.fit(clip.points[0, 0].reshape(-1)[detector.columns])[0]
-        crops = [start]
-        crops += [replace(start, cx=start.cx + dx * start.size, cy=start.cy + dy * start.size) for dx, dy in SHIFTS]
-        crops += [replace(start, size=start.size * zoom) for zoom in ZOOMS]
-        there, *drawn = [tracker.fit(p)[0] for p in detector.predict(grey, crops, seconds)]
-        for (dx, dy), face in zip(SHIFTS, drawn):
-            shifts.append(((face.cx - there.cx) * dx + (face.cy - there.cy) * dy) / ((dx * dx + dy * dy) * start.size))
-        for zoom, face in zip(ZOOMS, drawn[len(SHIFTS) :]):
-            zooms.append(math.log(face.size / there.size) / math.log(zoom))
-    return float(np.mean(shifts)), float(np.mean(zooms))
+        measured.append(tracker.follows(grey, tracker.fit(clip.points[0, 0].reshape(-1)[detector.columns])[0]))
+    return tuple(float(m) for m in np.mean(measured, 0))
 
 
 def command_fps(model: str, clips: list[Clip], options: list[str]) -> float:

@@ -29,7 +29,7 @@ import threading
 import time
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from fractions import Fraction
 from pathlib import Path
 from types import SimpleNamespace
@@ -45,6 +45,8 @@ from keypoints.photos import detect
 from keypoints.photos.smoothing import OneEuro
 
 READER = "kfkd video reader"  # the name of the thread that reads a Source's frames
+SHIFTS = ((0.1, 0), (-0.1, 0), (0, 0.1), (0, -0.1))  # `Tracker.follows`: crops moved by these fractions of their side
+ZOOMS = (1.15, 1 / 1.15)  # ... and zoomed by these factors
 HEADER = ["frame", "time_s", "track", "box_left", "box_top", "box_right", "box_bottom"]  # then the set's columns
 
 
@@ -243,7 +245,6 @@ class Tracker:
     def _find(self, grey: np.ndarray, found: list[tuple[np.ndarray, framing.Frame]], tracked: list[np.ndarray]):
         """New tracks for the finder's faces (`_found`) that overlap none of the `tracked` boxes, framed and
         refined on `grey` as detect does, in the finder's order until `max_faces` are tracked."""
-        d = self.detector
         frames = [
             f
             for b, f in found
@@ -258,7 +259,7 @@ class Tracker:
             if (
                 self.looks_like_a_face(frame, residual)
                 and all(iou(self.box(frame), t) < self.cfg.iou for t in tracked)
-                and self.confirm(grey, frame, self._side(frame), d.max_step)
+                and self.confirmed(grey, frame)
             ):
                 tracked.append(self.box(frame))
                 smoother = OneEuro(**self.cfg.smooth) if self.smooth else None
@@ -267,6 +268,33 @@ class Tracker:
                 self.next_id += 1
                 if self._full():
                     break
+
+    def confirmed(self, grey: np.ndarray, frame: framing.Frame) -> bool:
+        """Whether a face the net framed from a finder's box is one: a second cascade sees a face there (`confirm`),
+        or the face the net draws there stays as its crop moves (`follows`), where the net draws one on anything."""
+        if self.confirm(grey, frame, self._side(frame), self.detector.max_step):
+            return True
+        return self.cfg.follows is not None and max(self.follows(grey, frame)) <= self.cfg.follows
+
+    def follows(self, grey: np.ndarray, frame: framing.Frame) -> tuple[float, float]:
+        """How far the face the net draws at `frame` moves with its crop: the crop moved by `SHIFTS` of its side or
+        zoomed by `ZOOMS`, the face's fit moves by this fraction of the shift, and of the zoom's log (means). 0: the
+        net finds a face wherever it is cropped; 1: it draws one where its crop says a face is, as it does where
+        there is none (inf: no fit)."""
+        crops = [
+            frame,
+            *(replace(frame, cx=frame.cx + x * frame.size, cy=frame.cy + y * frame.size) for x, y in SHIFTS),
+        ]
+        crops += [replace(frame, size=frame.size * zoom) for zoom in ZOOMS]
+        there, *drawn = [self.fit(p)[0] for p in self._predict(grey, crops)]
+        if there is None or any(f is None for f in drawn):
+            return math.inf, math.inf
+        shifts = [
+            ((f.cx - there.cx) * x + (f.cy - there.cy) * y) / ((x * x + y * y) * frame.size)
+            for (x, y), f in zip(SHIFTS, drawn)
+        ]
+        zooms = [math.log(f.size / there.size) / math.log(zoom) for zoom, f in zip(ZOOMS, drawn[len(SHIFTS) :])]
+        return float(np.mean(shifts)), float(np.mean(zooms))
 
     def _framed(self, grey: np.ndarray, frames: list[framing.Frame]) -> list[np.ndarray]:
         """The predictions for faces framed from finder boxes (`frames`), re-framed as detect re-frames them.
