@@ -92,7 +92,7 @@ def tracker(noise=0.0, smooth=True, **settings):
     """A Tracker of the stand-in model and finder, the frame indexes the finder ran on kept in `.calls`;
     `settings` override conf/video.yaml's."""
     upright = OmegaConf.merge(detect.settings(), {"rotate": False})  # a disc has no roll for the model to see
-    # Nothing confirms a disc as a face: every box is (test_a_box_the_second_cascade_does_not_confirm...).
+    # The cascade sees no face in a disc: every box is one (test_a_box_starts_a_track_only_where_...).
     cfg = OmegaConf.merge(OmegaConf.load(SETTINGS), {"finder_rolls": [], "confirm": {"windows": 0}}, settings)
     t = video.Tracker(detect.Detector(DiscModel(noise), cfg=upright), cfg, smooth=smooth)
     t.calls = []
@@ -299,12 +299,33 @@ def test_the_second_cascade_confirms_a_real_face_and_not_the_wall_beside_it(face
         assert instantiate(OmegaConf.load(SETTINGS).confirm, windows=0)(face_photo, wall, side, cfg.max_step)
 
 
-def test_a_box_the_second_cascade_does_not_confirm_starts_no_track():
-    on = tracker(confirm=OmegaConf.load(SETTINGS).confirm)  # the real cascade, which sees no face in a disc
-    off = tracker()
+class Anywhere(DiscModel):
+    """Draws the canonical layout on every crop, whatever it holds: the face it draws follows its crop."""
+
+    def __call__(self, crops):
+        return np.tile(LAYOUT.reshape(1, -1), (len(crops), 1))
+
+
+def test_a_box_starts_a_track_only_where_the_second_cascade_sees_a_face_or_the_net_finds_one_wherever_cropped():
+    cascade = OmegaConf.load(SETTINGS).confirm  # the real one, which sees no face in a disc
     frames = clip(lambda i: (80, 60), n=6)
-    assert all(faces == [] for faces in on.frames(frames)) and on.calls == [0, 5]  # searched on, found nothing
-    assert all(len(faces) == 1 for faces in off.frames(frames))
+
+    def faces(model=None, **settings):
+        t = tracker(**{"confirm": cascade, **settings})
+        t.detector.model = model or t.detector.model
+        return [len(f) for f in t.frames(frames)], t
+
+    # The disc model finds the disc wherever its crop is moved or zoomed: a face.
+    found, t = faces()
+    assert found == [1] * 6
+    assert t.follows(frames[0][..., 0], t.tracks[0].frame) == pytest.approx((0, 0), abs=0.05)
+    # Asked the cascade only, or of a net that draws a face wherever it is cropped, the disc starts nothing.
+    assert faces(follows=None)[0] == [0] * 6
+    found, t = faces(Anywhere())
+    assert found == [0] * 6 and t.calls == [0, 5]  # searched, confirmed nothing
+    assert t.follows(frames[0][..., 0], framing.Frame(80, 60, 60, 96, 0.0)) == pytest.approx((1, 1))
+    # With the cascade confirming every box (windows 0), it does.
+    assert faces(Anywhere(), confirm={**cascade, "windows": 0})[0] == [1] * 6
 
 
 def test_a_reader_stopped_early_stops_its_thread(tmp_path):
