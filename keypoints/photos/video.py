@@ -105,8 +105,8 @@ class Tracker:
     `finder_every.searching` frames while no face is tracked, `finder_every.tracking` while one is (then
     beside the next frames, its boxes taken `finder_wait` frames later), and not while `max_faces` are; its
     boxes that overlap no tracked face (IoU under `iou`) start new tracks, framed and refined as detect frames
-    them, where a second cascade confirms the face (`confirm`). A track is lost when its anchors stop looking like a face
-    (`looks_like_a_face`), its centre leaves the image or its size jumps (`lost_resize`).
+    them, where a second cascade or the net confirms the face (`confirmed`). A track is lost when its anchors stop
+    looking like a face (`looks_like_a_face`), its centre leaves the image or its size jumps (`lost_resize`).
     `cfg`: conf/video.yaml's settings."""
 
     def __init__(self, detector: detect.Detector, cfg=None, smooth: bool = True):
