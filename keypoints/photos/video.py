@@ -271,7 +271,8 @@ class Tracker:
 
     def confirmed(self, grey: np.ndarray, frame: framing.Frame) -> bool:
         """Whether a face the net framed from a finder's box is one: a second cascade sees a face there (`confirm`),
-        or the face the net draws there stays as its crop moves (`follows`), where the net draws one on anything."""
+        or the face the net draws there stays as its crop moves (`follows`): on no face, the net draws one where its
+        crop says one is, so it moves with the crop."""
         if self.confirm(grey, frame, self._side(frame), self.detector.max_step):
             return True
         return self.cfg.follows is not None and max(self.follows(grey, frame)) <= self.cfg.follows
