@@ -4,8 +4,10 @@ MediaPipe's face mesh, every system on the same clips with truth (benchmarks/vid
     python -m benchmarks.video MODEL --clips outputs/video/clips/scored [--mediapipe-python /tmp/mpvenv/bin/python]
         [--set KEY=VALUE ...] [--systems NAME ...] [--figures docs]
 
-MODEL: an ibug68 run or its exported .onnx, trained on people other than the clips' (video_clips.py makes the
-clips from a run's validation people). Systems:
+MODEL: an ibug68 or kaggle15 run or its exported .onnx, trained on people other than the clips' (video_clips.py
+makes the clips from an ibug68 run's validation people and lists them in people.csv, for a kaggle15 run's
+`data.exclude_groups`). The clips' truth is iBUG's 68 points; a kaggle15 model is scored on Kaggle's 15 made
+from them as realfaces makes them (keypoints.data.build.kaggle15). Systems:
 
 - `tracked`: kfkd's Tracker (conf/video.yaml, overridden by `--set`), smoothed; `raw`: the same unsmoothed;
   `told`: tracked, told the clip's number of faces (`max_faces`), as MediaPipe is (its `max_num_faces`), so
@@ -22,10 +24,11 @@ Figures, over the clips' frames where a face is fully visible (all 68 points in 
 found where a system's box holds the midpoint of its outer eye corners (points 36 and 45):
 
 - found %: of those faces; rolled: those of the moving clips rolled more than 10 degrees;
-- NME %: the mean point error over the outer-eye-corner distance (ibug68's), of the faces found, per kind;
-  MediaPipe gets none (its 468 points are not the 68);
+- NME %: the mean point error over the distance of the model's set's `nme` pair (ibug68: the outer eye
+  corners; kaggle15: the eye centres), of the faces found, per kind, in the model's keypoint set (dlib's 68
+  points too); MediaPipe gets none (its 468 points are not the 68);
 - jitter %: on the still clips (the truth does not move), the mean movement of a point from one frame to the
-  next, over the true outer-eye-corner distance (MediaPipe's: over the distance of its own points 33 and 263);
+  next, over that true distance (MediaPipe's: over the distance of its own points 33 and 263);
 - lag: on the moving clips, the NME smoothing adds (tracked against raw); and tracked against per-frame on the
   still and moving clips over only the faces both found (a system's own mean leaves out the faces it missed);
 - tracks kept %: faces (still, moving and two-face clips) given one id for the whole clip; ids kept: two-face
@@ -60,28 +63,35 @@ import numpy as np
 from omegaconf import OmegaConf
 
 from benchmarks.photos import dlib_landmarks
+from keypoints.core import keypointset
+from keypoints.core.errors import DataError
 from keypoints.core.paths import VIDEO
+from keypoints.data import build
 from keypoints.photos import detect, video
 from keypoints.photos.framefit import face_in
 
 SYSTEMS = ("tracked", "raw", "told", "per-frame", "dlib", "mediapipe")
 FAST = ("tracked", "raw", "told", "mediapipe")  # timed in `--repeats` passes
 KINDS = ("still", "moving", "cut", "two", "real")
-OUTER = (36, 45)  # ibug68's outer eye corners: the NME's normaliser
+OUTER = (36, 45)  # ibug68's outer eye corners: where a face is (their midpoint), and its roll
 MESH_OUTER = (33, 263)  # MediaPipe's
+FROM_IBUG68 = {"ibug68": lambda points: points, "kaggle15": build.kaggle15}  # the truth in each set scored
 
 
 class Clip:
-    """One of video_clips.py's clips: its MP4, kind (from its name) and truth, with each true face's
-    outer-eye distance and roll on each frame."""
+    """One of video_clips.py's clips: its MP4, kind (from its name) and truth (iBUG's 68 points, and in the
+    `keypoint_set` scored), with each true face's normalising distance (the set's `nme` pair) and roll on each
+    frame."""
 
-    def __init__(self, mp4: Path):
+    def __init__(self, mp4: Path, keypoint_set: keypointset.KeypointSet):
         self.path, self.name = mp4, mp4.stem
         self.kind = mp4.stem.rstrip("0123456789")
         truth = np.load(mp4.with_suffix(".npz"))
         self.points, self.visible = truth["points"], truth["visible"]  # (T, F, 68, 2), (T, F)
+        self.truth = FROM_IBUG68[keypoint_set.name](self.points)  # (T, F, K, 2)
+        a, b = (keypoint_set.names.index(k) for k in keypoint_set.nme)
+        self.norm = np.linalg.norm(self.truth[:, :, b] - self.truth[:, :, a], axis=-1)  # (T, F)
         eyes = self.points[:, :, OUTER[1]] - self.points[:, :, OUTER[0]]
-        self.iod = np.linalg.norm(eyes, axis=-1)  # (T, F)
         self.roll = np.degrees(np.arctan2(eyes[..., 1], eyes[..., 0]))
 
 
@@ -116,7 +126,7 @@ def per_frame(detector: detect.Detector):
     return run
 
 
-def dlib(clip: Clip):
+def dlib(clip: Clip, keypoint_set: str):
     start = time.perf_counter()
     rgbs = [rgb for _, _, rgb, _ in frames(clip)]
     decoded = time.perf_counter() - start
@@ -124,7 +134,7 @@ def dlib(clip: Clip):
     if found is None:
         return None
     faces, seconds = found
-    out = [[(None, f.box, f.keypoints + 0.5) for f in frame] for frame in faces]
+    out = [[(None, f.box, FROM_IBUG68[keypoint_set](f.keypoints + 0.5)) for f in frame] for frame in faces]
     return out, decoded + sum(s["detect"] + s["predict"] for s in seconds)
 
 
@@ -179,14 +189,14 @@ def matches(clip: Clip, answer) -> tuple[np.ndarray, int]:
 
 
 def nme(clip: Clip, t: int, j: int, points: np.ndarray) -> float:
-    """The NME % of `points` (68, 2) as true face j on frame t: the mean error over its true outer-eye distance."""
-    return float(np.linalg.norm(points - clip.points[t, j], axis=-1).mean() / clip.iod[t, j] * 100)
+    """The NME % of `points` (K, 2) as true face j on frame t: the mean error over its true normalising distance."""
+    return float(np.linalg.norm(points - clip.truth[t, j], axis=-1).mean() / clip.norm[t, j] * 100)
 
 
 def moved(clip: Clip, t: int, j: int, before: np.ndarray, after: np.ndarray, mesh: bool) -> float:
-    """The mean movement of face j's points from frame t - 1 to t, in % of its true outer-eye distance
+    """The mean movement of face j's points from frame t - 1 to t, in % of its true normalising distance
     (MediaPipe's: of its own points 33 and 263)."""
-    norm = np.linalg.norm(after[MESH_OUTER[1]] - after[MESH_OUTER[0]]) if mesh else clip.iod[t, j]
+    norm = np.linalg.norm(after[MESH_OUTER[1]] - after[MESH_OUTER[0]]) if mesh else clip.norm[t, j]
     return float(np.linalg.norm(after - before, axis=-1).mean() / norm * 100)
 
 
@@ -259,7 +269,7 @@ def follows(detector: detect.Detector, clips: list[Clip]) -> tuple[float, float]
             grey = next(iter(source))[3]
         finally:
             source.close()
-        measured.append(tracker.follows(grey, tracker.fit(clip.points[0, 0].reshape(-1)[detector.columns])[0]))
+        measured.append(tracker.follows(grey, tracker.fit(clip.truth[0, 0].reshape(-1)[detector.columns])[0]))
     return tuple(float(m) for m in np.mean(measured, 0))
 
 
@@ -308,7 +318,7 @@ def markdown(rows: list[dict]) -> str:
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("model", help="an ibug68 run or its exported .onnx")
+    parser.add_argument("model", help="an ibug68 or kaggle15 run or its exported .onnx")
     parser.add_argument("--clips", default="outputs/video/clips/scored", help="a folder of video_clips.py's clips")
     parser.add_argument("--mediapipe-python", help="the Python of a venv with mediapipe==0.10.21")
     parser.add_argument("--set", nargs="*", default=[], help="conf/video.yaml overrides, KEY=VALUE")
@@ -319,11 +329,16 @@ def main():
         "--repeats", type=int, default=3, help="timed passes of tracked, raw, told and MediaPipe over the moving clips"
     )
     args = parser.parse_args()
-    clips = [Clip(p) for p in sorted(Path(args.clips).glob("*.mp4"))]
-    print(f"host: {host()}; load averages at the start: {os.getloadavg()}")
-    print(f"{len(clips)} clips, {sum(len(c.visible) for c in clips)} frames: {args.clips}")
     cfg = OmegaConf.merge(OmegaConf.load(VIDEO), OmegaConf.from_dotlist(args.set))
     detector = detect.Detector(args.model, threads=cfg.onnx_threads)
+    set_name = detector.model.keypoint_set
+    if set_name not in FROM_IBUG68:
+        raise DataError(f"{args.model}: keypoint set {set_name}; the clips' truth scores {' and '.join(FROM_IBUG68)}")
+    keypoint_set = keypointset.load(set_name)
+    clips = [Clip(p, keypoint_set) for p in sorted(Path(args.clips).glob("*.mp4"))]
+    print(f"host: {host()}; load averages at the start: {os.getloadavg()}")
+    print(f"{len(clips)} clips, {sum(len(c.visible) for c in clips)} frames: {args.clips}")
+    print(f"{set_name}: NME over the distance of {' and '.join(keypoint_set.nme)}")
     if any(c.kind == "still" for c in clips):
         shift, zoom = follows(detector, clips)
         print(f"the net follows its crop (the still clips' first frames): {shift:.3f} of a shift, {zoom:.3f} of a zoom")
@@ -332,7 +347,7 @@ def main():
         "raw": tracked(detector, cfg, False),
         "told": tracked(detector, cfg, True, told=True),
         "per-frame": per_frame(detector),
-        "dlib": dlib,
+        "dlib": lambda clip: dlib(clip, set_name),
     }
     answers = {}
     for name in args.systems:

@@ -4,9 +4,11 @@
 
 RUN: a run trained with data=coco and data.groups=person (faces68, keypoints=ibug68). Its validation people
 (the ones it held out) are split in two, alternately in the order of their ids: the *tuning* people, whose
-clips choose settings, and the *scored* people, whose clips give the figures. Each clip is an H.264 MP4 (PyAV,
-libx264, yuv420p) with its truth beside it (NAME.npz: `points` (frames, faces, 68, 2) in the frame's pixels,
-also where they fall outside it; `visible` (frames, faces): all 68 points inside the frame; `persons`). Kinds:
+clips choose settings, and the *scored* people, whose clips give the figures. out/people.csv lists the people the
+clips show (`person`), for training a net of another keypoint set without them (`data.exclude_groups`). Each clip
+is an H.264 MP4 (PyAV, libx264, yuv420p) with its truth beside it (NAME.npz: `points` (frames, faces, 68, 2) in
+the frame's pixels, also where they fall outside it; `visible` (frames, faces): all 68 points inside the frame;
+`persons`). Kinds:
 
 - still: one photo held still, with fresh sensor noise (and H.264's compression) on every frame: any motion of
   the points is jitter;
@@ -163,8 +165,9 @@ def sequences(faces: list[Face]) -> list[list[Face]]:
 
 
 def make(run: str, out: Path, seed: int = 0) -> None:
-    """Every clip of both splits into out/<split>/NAME.mp4 with NAME.npz."""
+    """Every clip of both splits into out/<split>/NAME.mp4 with NAME.npz, and the people shown into out/people.csv."""
     rng = np.random.default_rng(seed)
+    shown = set()
     for split, faces in people(run).items():
         folder = out / split
         folder.mkdir(parents=True, exist_ok=True)
@@ -174,9 +177,12 @@ def make(run: str, out: Path, seed: int = 0) -> None:
                 chosen = [next(taken) for _ in range(2 if kind == "two" else 1)]
                 frames, truth = synthetic(kind, chosen, rng)
                 save(folder / f"{kind}{k}", frames, truth, [f.person for f in chosen])
+                shown.update(f.person for f in chosen)
         for k, seq in enumerate(sequences(faces)[:REAL]):
             save(folder / f"real{k}", [f.photo for f in seq], np.array([[f.points] for f in seq]), [seq[0].person])
+            shown.add(seq[0].person)
         print(f"{folder}: {len(list(folder.glob('*.mp4')))} clips of {len({f.person for f in faces})} people")
+    (out / "people.csv").write_text("person\n" + "".join(f"{p}\n" for p in sorted(shown, key=int)))
 
 
 def save(stem: Path, frames: list[np.ndarray], truth: np.ndarray, persons: list[str]) -> None:

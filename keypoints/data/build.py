@@ -118,8 +118,8 @@ def split(source: Path, rng: np.random.Generator) -> tuple[list[Photo], list[Pho
 
 
 def kaggle15(points: np.ndarray) -> np.ndarray:
-    """Kaggle's 15 keypoints (15, 2), in its order, from iBUG's 68."""
-    return np.array([points[list(FROM_68[k])].mean(0) for k in KAGGLE15.names])
+    """Kaggle's 15 keypoints (..., 15, 2), in its order, from iBUG's 68 (..., 68, 2)."""
+    return np.stack([points[..., list(FROM_68[k]), :].mean(-2) for k in KAGGLE15.names], -2)
 
 
 def crop(photo: Photo, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:

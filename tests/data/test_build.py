@@ -14,6 +14,7 @@ from PIL import Image
 
 from keypoints.core import keypointset
 from keypoints.data import kaggle
+from keypoints.data.build import kaggle15 as kaggle15_of_68
 from keypoints.data.build import main
 
 # Five people (one without a frame number, as some of Udacity's files), three frames of one video each in
@@ -125,6 +126,12 @@ def test_realfaces_keypoints_are_the_68_points_mapped_and_sit_on_the_features_wh
     # Where Kaggle's faces sit: eye midpoint near (48, 38), eyes about 36 px apart.
     np.testing.assert_allclose(labels[:, :2].mean((0, 1)), (48, 38), atol=3)
     assert 30 < np.linalg.norm(labels[:, 0] - labels[:, 1], axis=1).mean() < 42
+
+
+def test_the_68_to_15_map_takes_any_leading_axes_as_the_video_benchmarks_truth_does():
+    points = np.random.default_rng(0).normal(size=(2, 3, 68, 2))  # frames, faces, points, xy
+    mapped = np.array([[[p[list(i)].mean(0) for i in FROM_68] for p in frame] for frame in points])
+    assert np.allclose(kaggle15_of_68(points), mapped) and np.allclose(kaggle15_of_68(points[1, 2]), mapped[1, 2])
 
 
 def test_the_same_seed_builds_the_same_bytes_and_another_seed_other_crops(source, tmp_path):
