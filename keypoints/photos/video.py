@@ -259,7 +259,7 @@ class Tracker:
             if (
                 self.looks_like_a_face(frame, residual)
                 and all(iou(self.box(frame), t) < self.cfg.iou for t in tracked)
-                and self.confirmed(grey, frame)
+                and self.confirmed(grey, frame, tracked)
             ):
                 tracked.append(self.box(frame))
                 smoother = OneEuro(**self.cfg.smooth) if self.smooth else None
@@ -269,13 +269,16 @@ class Tracker:
                 if self._full():
                     break
 
-    def confirmed(self, grey: np.ndarray, frame: framing.Frame) -> bool:
+    def confirmed(self, grey: np.ndarray, frame: framing.Frame, tracked: list[np.ndarray] = ()) -> bool:
         """Whether a face the net framed from a finder's box is one: a second cascade sees a face there (`confirm`),
         or the face the net draws there stays as its crop moves (`follows`): on no face, the net draws one where its
-        crop says one is, so it moves with the crop."""
+        crop says one is, so it moves with the crop. The net is not asked where the face's box touches a `tracked`
+        face's: there the crop holds part of that face, which the net may find wherever it is cropped."""
         if self.confirm(grey, frame, self._side(frame), self.detector.max_step):
             return True
-        return self.cfg.follows is not None and max(self.follows(grey, frame)) <= self.cfg.follows
+        if self.cfg.follows is None or any(iou(self.box(frame), t) > 0 for t in tracked):
+            return False
+        return max(self.follows(grey, frame)) <= self.cfg.follows
 
     def follows(self, grey: np.ndarray, frame: framing.Frame) -> tuple[float, float]:
         """How far the face the net draws at `frame` moves with its crop: the crop moved by `SHIFTS` of its side or

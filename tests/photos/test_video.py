@@ -319,6 +319,11 @@ def test_a_box_starts_a_track_only_where_the_second_cascade_sees_a_face_or_the_n
     found, t = faces()
     assert found == [1] * 6
     assert t.follows(frames[0][..., 0], t.tracks[0].frame) == pytest.approx((0, 0), abs=0.05)
+    # ... but not where its box touches a tracked face's: its crop holds part of that face.
+    disc, box = t.tracks[0].frame, t.box(t.tracks[0].frame)
+    side = box[2] - box[0]
+    assert t.confirmed(frames[0][..., 0], disc, [box + [1.01 * side, 0, 1.01 * side, 0]])
+    assert not t.confirmed(frames[0][..., 0], disc, [box + [0.95 * side, 0, 0.95 * side, 0]])
     # Asked the cascade only, or of a net that draws a face wherever it is cropped, the disc starts nothing.
     assert faces(follows=None)[0] == [0] * 6
     found, t = faces(Anywhere())
