@@ -330,10 +330,15 @@ def main():
     )
     args = parser.parse_args()
     cfg = OmegaConf.merge(OmegaConf.load(VIDEO), OmegaConf.from_dotlist(args.set))
-    detector = detect.Detector(args.model, threads=cfg.onnx_threads)
+    try:
+        detector = detect.Detector(args.model, threads=cfg.onnx_threads)
+    except DataError as error:
+        raise SystemExit(f"error: {error}") from None
     set_name = detector.model.keypoint_set
     if set_name not in FROM_IBUG68:
-        raise DataError(f"{args.model}: keypoint set {set_name}; the clips' truth scores {' and '.join(FROM_IBUG68)}")
+        raise SystemExit(
+            f"error: {args.model}: keypoint set {set_name}; the clips' truth scores {' and '.join(FROM_IBUG68)}"
+        )
     keypoint_set = keypointset.load(set_name)
     clips = [Clip(p, keypoint_set) for p in sorted(Path(args.clips).glob("*.mp4"))]
     print(f"host: {host()}; load averages at the start: {os.getloadavg()}")

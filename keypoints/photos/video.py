@@ -269,7 +269,7 @@ class Tracker:
                 if self._full():
                     break
 
-    def confirmed(self, grey: np.ndarray, frame: framing.Frame, tracked: list[np.ndarray] = ()) -> bool:
+    def confirmed(self, grey: np.ndarray, frame: framing.Frame, tracked: Iterable[np.ndarray] = ()) -> bool:
         """Whether a face the net framed from a finder's box is one: a second cascade sees a face there (`confirm`),
         or the face the net draws there stays as its crop moves (`follows`): on no face, the net draws one where its
         crop says one is, so it moves with the crop. The net is not asked where the face's box touches a `tracked`
