@@ -54,7 +54,7 @@ def jitter_png(path: Path, clip, answers: dict) -> None:
         m = movement(clip, got[clip.name][0], name == "mediapipe")
         ax.plot(np.arange(len(m)) / 30, m, label=f"{labels[name]}: mean {np.nanmean(m):.2f} %", lw=1.2)
     ax.set_xlabel("time (s)")
-    ax.set_ylabel("movement per frame\n(% of outer-eye distance)")
+    ax.set_ylabel("movement per frame\n(% of the NME's eye distance)")
     ax.set_title(f"A still face (clip {clip.name}): any movement is jitter", fontsize=10)
     ax.legend(fontsize=7, loc="upper right")
     ax.set_ylim(bottom=0)
