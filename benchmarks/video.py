@@ -383,11 +383,11 @@ def main():
         if row["system"] in timed:
             row["fps"] = float(np.median(timed[row["system"]]))
             print(f"fps of {row['system']}, pass by pass: {', '.join(f'{f:.1f}' for f in timed[row['system']])}")
-    if "tracked" in answers and "raw" in answers:
+    if "tracked" in answers and "raw" in answers and moving:
         lag = rows[list(answers).index("tracked")]["NME moving %"] - rows[list(answers).index("raw")]["NME moving %"]
         print(f"lag (NME smoothing adds on the moving clips): {lag:+.3f} points")
     if "tracked" in answers and "per-frame" in answers:
-        for kind in ("still", "moving"):
+        for kind in [k for k in ("still", "moving") if any(c.kind == k for c in clips)]:
             a, b, n = paired_nme(clips, answers, ("tracked", "per-frame"), kind)
             print(f"NME {kind} on the {n} faces both found: tracked {a:.3f} %, per-frame {b:.3f} %")
     if args.set and not args.no_command:

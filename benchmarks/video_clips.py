@@ -1,6 +1,7 @@
 """Clips with truth for the video benchmark, made from the labelled photos of people a run never saw.
 
     python -m benchmarks.video_clips RUN --out outputs/video/clips
+    python -m benchmarks.video_clips RUN --out outputs/video/stills --kinds still=30 --seed 7   # still clips only
 
 RUN: a run trained with data=coco and data.groups=person (faces68, keypoints=ibug68). Its validation people
 (the ones it held out) are split in two, alternately in the order of their ids: the *tuning* people, whose
@@ -40,8 +41,7 @@ from keypoints.data import images
 W, H, FPS = 640, 480, 30
 EYES = 75.0  # px between the outer eye corners (points 36 and 45) at zoom 1
 NOISE = 4.0  # the sensor noise's standard deviation, in grey levels
-KINDS = {"still": 3, "moving": 4, "cut": 2, "two": 2}  # clips of each kind per split
-REAL = 40  # real three-frame sequences per split, at most
+KINDS = {"still": 3, "moving": 4, "cut": 2, "two": 2, "real": 40}  # clips of each kind per split (real: at most)
 
 
 @dataclass
@@ -164,21 +164,27 @@ def sequences(faces: list[Face]) -> list[list[Face]]:
     return [[g[k] for k in "012"] for _, g in sorted(groups.items()) if len(g) == 3]
 
 
-def make(run: str, out: Path, seed: int = 0) -> None:
-    """Every clip of both splits into out/<split>/NAME.mp4 with NAME.npz, and the people shown into out/people.csv."""
+def make(run: str, out: Path, seed: int = 0, kinds: dict[str, int] = KINDS) -> None:
+    """`kinds`' clips of both splits into out/<split>/NAME.mp4 with NAME.npz, and the people shown into
+    out/people.csv."""
     rng = np.random.default_rng(seed)
     shown = set()
-    for split, faces in people(run).items():
+    splits = people(run)
+    photos = sum(n * (2 if kind == "two" else 1) for kind, n in kinds.items() if kind != "real")
+    for split, faces in splits.items():
+        if photos > len(faces):
+            raise DataError(f"{run}: its {split} people have {len(faces)} photos, too few for {kinds}")
+    for split, faces in splits.items():
         folder = out / split
         folder.mkdir(parents=True, exist_ok=True)
         taken = iter([faces[i] for i in rng.permutation(len(faces))])  # each synthetic clip a different photo
-        for kind, count in KINDS.items():
-            for k in range(count):
+        for kind, count in kinds.items():
+            for k in range(count if kind != "real" else 0):
                 chosen = [next(taken) for _ in range(2 if kind == "two" else 1)]
                 frames, truth = synthetic(kind, chosen, rng)
                 save(folder / f"{kind}{k}", frames, truth, [f.person for f in chosen])
                 shown.update(f.person for f in chosen)
-        for k, seq in enumerate(sequences(faces)[:REAL]):
+        for k, seq in enumerate(sequences(faces)[: kinds.get("real", 0)]):
             save(folder / f"real{k}", [f.photo for f in seq], np.array([[f.points] for f in seq]), [seq[0].person])
             shown.add(seq[0].person)
         print(f"{folder}: {len(list(folder.glob('*.mp4')))} clips of {len({f.person for f in faces})} people")
@@ -192,14 +198,29 @@ def save(stem: Path, frames: list[np.ndarray], truth: np.ndarray, persons: list[
     np.savez(stem.with_suffix(".npz"), points=truth, visible=inside.all(-1), persons=np.array(persons))
 
 
+def kind_count(text: str) -> tuple[str, int]:
+    kind, _, count = text.partition("=")
+    if kind not in KINDS or not count.isdigit():
+        raise argparse.ArgumentTypeError(f"{text!r}: expected KIND=N, KIND one of {', '.join(KINDS)}")
+    return kind, int(count)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run", help="a run trained with data=coco data.groups=person (ibug68)")
     parser.add_argument("--out", default="outputs/video/clips", help="the folder for tuning/ and scored/")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--kinds",
+        nargs="+",
+        type=kind_count,
+        default=list(KINDS.items()),
+        metavar="KIND=N",
+        help=f"clips of each kind per split, only these kinds (default: {' '.join(f'{k}={n}' for k, n in KINDS.items())})",
+    )
     args = parser.parse_args()
     try:
-        make(args.run, Path(args.out), args.seed)
+        make(args.run, Path(args.out), args.seed, dict(args.kinds))
     except DataError as error:
         raise SystemExit(f"error: {error}") from None
 
